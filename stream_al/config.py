@@ -1,0 +1,226 @@
+"""Settings: one frozen, typed object built from a YAML file plus ``STREAM_AL_...`` variables.
+
+Precedence, highest first: explicit keyword arguments, environment variables (nested with ``__``,
+e.g. ``STREAM_AL_KAFKA__BOOTSTRAP_SERVERS``), the YAML file, the defaults below. Every field is
+validated; a wrong value stops the engine at start with the field's path in the message. Secrets are
+``SecretStr`` and print as ``**********``.
+
+>>> s = Settings(classes=["legit", "fraud"], budget={"fraction": 0.05, "rate": "120 per hour"})
+>>> s.budget.rate_per_second
+0.03333333333333333
+>>> s.kafka.sasl_password is None and s.model.name
+'logistic_regression'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from stream_al.messages import InputMapping, canonical_label
+
+_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/|per)\s*([a-z]+?)s?\s*$")
+
+
+def parse_rate(text: str) -> float:
+    """Events per second from ``"120 per hour"``, ``"120/hour"``, ``"2/s"``, ``"10 per minute"``.
+
+    >>> parse_rate("120 per hour"), parse_rate("2/s"), parse_rate("30 per minutes")
+    (0.03333333333333333, 2.0, 0.5)
+    """
+    match = _RATE.match(text.lower())
+    if not match or match.group(2) not in _UNITS:
+        raise ValueError(f"rate {text!r} is not of the form 'N per second|minute|hour|day' (or 'N/h')")
+    return float(match.group(1)) / _UNITS[match.group(2)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Connection settings, passed through to kafka-python (SASL/SSL included)."""
+
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "stream-al"
+    client_id: str = "stream-al"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    max_poll_records: int = Field(1000, ge=1, description="bounds memory: events taken per poll")
+    producer_linger_ms: int = Field(5, ge=0)
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    max_outage_seconds: float = Field(300.0, gt=0, description="broker unreachable this long: exit non-zero")
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password")
+        return self
+
+
+class TopicSettings(_Section):
+    """Topic names (DESIGN §2) and the partition counts used by ``stream-al topics create``."""
+
+    events: str = "events"
+    label_requests: str = "label-requests"
+    labels: str = "labels"
+    predictions: str | None = Field("predictions", description="null disables the predictions output")
+    dead_letters: str = "dead-letters"
+    events_partitions: int = Field(4, ge=1)
+    label_requests_partitions: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1)
+
+
+class ModelSettings(_Section):
+    """Which River classifier to build: a short name or a dotted import path, with parameters."""
+
+    name: str = "logistic_regression"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SamplerSettings(_Section):
+    """Variable-uncertainty sampling (Zliobaite et al. 2014) with a random audit share."""
+
+    strategy: Literal["variable_uncertainty"] = "variable_uncertainty"
+    initial_threshold: float = Field(0.9, gt=0, le=1, description="query while max posterior < threshold")
+    threshold_step: float = Field(0.01, gt=0, lt=1)
+    random_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on random audit labels")
+
+
+class BudgetSettings(_Section):
+    """How many labels may be asked for; several limits may be set at once and all must hold."""
+
+    fraction: float | None = Field(0.05, gt=0, le=1, description="labels per event")
+    fraction_burst: float | None = Field(None, gt=0, description="most labels saved up for a burst (default 10)")
+    rate: str | None = Field(None, description="e.g. '120 per hour'")
+    rate_burst: float | None = Field(None, ge=1, description="token bucket size (default: one minute of rate, >= 1)")
+    clock: Literal["wall", "event"] = "wall"
+    max_open_requests: int | None = Field(None, ge=1, description="analyst backlog cap")
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetSettings:
+        if self.fraction is None and self.rate is None and self.max_open_requests is None:
+            raise ValueError("set at least one of budget.fraction, budget.rate, budget.max_open_requests")
+        return self
+
+    @property
+    def rate_per_second(self) -> float | None:
+        return parse_rate(self.rate) if self.rate else None
+
+
+class RequestSettings(_Section):
+    """Lifetimes and bounds of the engine's stores."""
+
+    ttl_seconds: float = Field(3600.0, gt=0, description="a request expires this long after it is made")
+    max_pending: int = Field(100_000, ge=1, description="open requests kept; the oldest expire first")
+    label_wait_seconds: float = Field(30.0, ge=0, description="how long a label may wait for its request")
+    applied_window: int = Field(100_000, ge=1, description="answered requests remembered for dedupe/corrections")
+
+
+class SnapshotSettings(_Section):
+    """Checkpoints (DESIGN §4): signed, atomic, periodic and on stop."""
+
+    dir: Path = Path("state/snapshots")
+    interval_seconds: float = Field(30.0, gt=0)
+    every_labels: int = Field(500, ge=1)
+    keep: int = Field(3, ge=1)
+    key: SecretStr | None = Field(None, description="HMAC key; default: a random key kept in <dir>/.key")
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535, description="0 picks a free port")
+
+
+class Settings(BaseSettings):
+    """Everything the engine needs. Build it with :meth:`Settings.load`."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix="STREAM_AL_", env_nested_delimiter="__", yaml_file=None
+    )
+
+    classes: tuple[str, ...] = Field(min_length=2, description="the class set; labels outside it are rejected")
+    positive_class: str | None = Field(None, description="the class analysts hunt for (reports, F1)")
+    seed: int = 0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    input: InputMapping = InputMapping()
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    model: ModelSettings = ModelSettings()
+    sampler: SamplerSettings = SamplerSettings()
+    budget: BudgetSettings = BudgetSettings()
+    requests: RequestSettings = RequestSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes_are_labels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")]
+        labels = tuple(canonical_label(v) for v in value)
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"classes must be distinct, got {list(labels)}")
+        return labels
+
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _positive_is_label(cls, value: Any) -> Any:
+        return None if value is None else canonical_label(value)
+
+    @model_validator(mode="after")
+    def _positive_in_classes(self) -> Settings:
+        if self.positive_class is not None and self.positive_class not in self.classes:
+            raise ValueError(f"positive_class {self.positive_class!r} is not one of classes {list(self.classes)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
+        """Settings from a YAML file (optional), the environment, and keyword overrides."""
+        if path is None:
+            return cls(**overrides)
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        bound = type(cls.__name__, (cls,), {"model_config": {**cls.model_config, "yaml_file": path}})
+        loaded = bound(**overrides)
+        return cls.model_validate(loaded.model_dump())
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-able view with secrets masked, for logs and ``stream-al config``."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,313 @@
+"""The engine core: score events, ask for labels, learn from answers. No Kafka here.
+
+The Kafka runner, the demo, the tests and (later) the offline simulator all drive this class:
+
+- :meth:`Engine.on_event` scores one event and decides whether to ask for its label;
+- :meth:`Engine.on_request` records a label request read back from the ``label-requests`` topic
+  (made by this replica before a restart, or by another replica);
+- :meth:`Engine.on_label` applies an answer at once, or says why not;
+- :meth:`Engine.tick` expires old requests and gives up on labels that waited too long.
+
+The model's learning is a function of the labels applied, in order: that is what makes snapshots
+plus the label log an exact recovery. Request ids derive from event ids, so a replayed event asks
+again under the same id and the duplicate is absorbed.
+
+>>> from stream_al.config import Settings
+>>> from stream_al.messages import Event, LabelMessage
+>>> engine = Engine(Settings(classes=["legit", "fraud"], budget={"fraction": 0.5}, sampler={"random_share": 0}))
+>>> decisions = [engine.on_event(Event(f"e{i}", None, {"amount": float(i)}), now=100.0) for i in range(4)]
+>>> [d.request.request_id if d.request else None for d in decisions]
+[None, 'rq-1b5d5e51f54f0f04', None, 'rq-f76c4febcbb745d9']
+>>> outcome = engine.on_label(LabelMessage(request_id="rq-1b5d5e51f54f0f04", label="fraud"), now=160.0)
+>>> outcome.status, outcome.label_latency, engine.model_version
+('applied', 60.0, 1)
+>>> engine.on_label(LabelMessage(request_id="rq-1b5d5e51f54f0f04", label="fraud"), now=161.0).reason
+'duplicate_label'
+>>> engine.on_label(LabelMessage(event_id="e9", label="spam", features={"amount": 3}), now=162.0).reason
+'unknown_class'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from river import base
+
+from stream_al.config import Settings
+from stream_al.messages import Event, Features, InvalidInput, LabelMessage, LabelRequest, canonical_label, numeric_features
+from stream_al.models import build_model
+from stream_al.sampling import Budget, FractionBudget, RateBudget, VariableUncertainty
+
+
+def request_id_for(event_id: str) -> str:
+    """The deterministic request id of an event: replays ask again under the same id.
+
+    >>> request_id_for("e1")
+    'rq-1b5d5e51f54f0f04'
+    """
+    return "rq-" + hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+@dataclass(slots=True)
+class Decision:
+    """The engine's answer for one event."""
+
+    event_id: str
+    scores: dict[str, float]
+    predicted: str | None
+    uncertainty: float
+    model_version: int
+    request: LabelRequest | None = None
+
+
+Status = Literal["applied", "waiting", "rejected"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to a label. ``ref`` is the caller's handle on the raw message (for dead letters)."""
+
+    status: Status
+    request_id: str
+    reason: str | None = None
+    detail: str | None = None
+    ref: Any = None
+    label_latency: float | None = None
+    correction: bool = False
+    late: bool = False
+
+
+@dataclass(slots=True)
+class _Answered:
+    label: str
+    features: Features
+
+
+@dataclass
+class EngineCounters:
+    events: int = 0
+    requests: int = 0
+    requests_seen: int = 0
+    expired: int = 0
+    labels_applied: int = 0
+    corrections: int = 0
+    late_ground_truth: int = 0
+    labels_rejected: dict[str, int] = field(default_factory=dict)
+
+
+def build_sampler(settings: Settings) -> VariableUncertainty:
+    """The sampler and budgets named by ``settings``."""
+    cfg = settings.budget
+    budgets: list[Budget] = []
+    if cfg.fraction is not None:
+        budgets.append(FractionBudget(cfg.fraction, cfg.fraction_burst))
+    if cfg.rate is not None:
+        budgets.append(RateBudget(cfg.rate_per_second, cfg.rate_burst))
+    if not budgets:  # only a backlog cap: the engine enforces it, spend freely below it
+        budgets.append(FractionBudget(1.0))
+    s = settings.sampler
+    return VariableUncertainty(budgets, settings.seed, s.initial_threshold, s.threshold_step, s.random_share)
+
+
+class Engine:
+    """Scores events, asks for labels under a budget, and learns from labels at once."""
+
+    def __init__(self, settings: Settings, model: base.Classifier | None = None):
+        self.settings = settings
+        self.classes = frozenset(settings.classes)
+        self.model = model if model is not None else build_model(settings.model.name, settings.model.params)
+        self.sampler = build_sampler(settings)
+        self.model_version = 0
+        self.counters = EngineCounters()
+        # Open requests in creation order (expiry walks from the front), then requests whose time
+        # ran out: an analyst's late answer is still true, so it is still learned.
+        self.pending: OrderedDict[str, LabelRequest] = OrderedDict()
+        self.expired: OrderedDict[str, LabelRequest] = OrderedDict()
+        self.answered: OrderedDict[str, _Answered] = OrderedDict()
+        self.waiting: OrderedDict[str, tuple[LabelMessage, float, Any]] = OrderedDict()
+        self._normaliser = 1.0 / (1.0 - 1.0 / len(self.classes))
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def on_event(self, event: Event, now: float) -> Decision:
+        """Score one event and decide whether to ask for its label."""
+        self.counters.events += 1
+        scores = self.model.predict_proba_one(event.features)
+        predicted = max(scores, key=scores.__getitem__) if scores else None
+        clock = event.ts if (event.ts is not None and self.settings.budget.clock == "event") else now
+        cap = self.settings.budget.max_open_requests
+        if cap is not None and len(self.pending) >= cap:
+            # Analysts are behind: keep scoring, ask nothing, and do not let the budget fill up.
+            for budget in self.sampler.budgets:
+                budget.on_event(clock)
+            certainty = max(scores.values()) if scores else 0.0
+            return Decision(event.id, scores, predicted, 1.0 - certainty, self.model_version)
+        choice = self.sampler.decide(event.id, scores, clock)
+        decision = Decision(event.id, scores, predicted, choice.uncertainty, self.model_version)
+        if choice.query:
+            request_id = request_id_for(event.id)
+            if request_id in self.pending or request_id in self.answered:
+                return decision  # a replayed event: the request already exists
+            decision.request = LabelRequest(
+                request_id=request_id, event_id=event.id, created_at=now,
+                expires_at=now + self.settings.requests.ttl_seconds, features=event.features,
+                scores=scores, predicted=predicted, uncertainty=choice.uncertainty, reason=choice.reason,
+                p_query=choice.p_query, priority=min(1.0, choice.uncertainty * self._normaliser),
+                model_version=self.model_version,
+            )
+            self._remember(decision.request)
+            self.counters.requests += 1
+        return decision
+
+    # -- requests read back from the topic -------------------------------------------------------
+
+    def on_request(self, request: LabelRequest, now: float) -> list[Outcome]:
+        """Record a request from the ``label-requests`` topic; releases labels that waited for it."""
+        self.counters.requests_seen += 1
+        rid = request.request_id
+        if rid not in self.pending and rid not in self.answered and rid not in self.expired:
+            if request.expires_at <= now:
+                self._keep_expired(request)
+            else:
+                self._remember(request)
+        waited = self.waiting.pop(rid, None)
+        if waited is None:
+            return []
+        label, _, ref = waited
+        return [self._apply(label, now, ref)]
+
+    def _remember(self, request: LabelRequest) -> None:
+        self.pending[request.request_id] = request
+        if len(self.pending) > self.settings.requests.max_pending:
+            _, oldest = self.pending.popitem(last=False)
+            self._keep_expired(oldest)
+
+    def _keep_expired(self, request: LabelRequest) -> None:
+        self.counters.expired += 1
+        self.expired[request.request_id] = request
+        if len(self.expired) > self.settings.requests.max_pending:
+            self.expired.popitem(last=False)
+
+    # -- labels ---------------------------------------------------------------------------------
+
+    def on_label(self, label: LabelMessage, now: float, ref: Any = None) -> Outcome:
+        """Apply a label at once when its request (or its features) is known; otherwise it waits."""
+        return self._apply(label, now, ref)
+
+    def _apply(self, label: LabelMessage, now: float, ref: Any) -> Outcome:
+        rid = label.request_id or request_id_for(label.event_id)  # type: ignore[arg-type]
+        try:
+            value = canonical_label(label.label)
+        except InvalidInput as exc:
+            return self._reject(rid, exc.reason, exc.detail, ref)
+        if value not in self.classes:
+            return self._reject(rid, "unknown_class", f"label {value!r} is not one of {sorted(self.classes)}", ref)
+        answered = self.answered.get(rid)
+        if answered is not None:
+            if answered.label == value:
+                return self._reject(rid, "duplicate_label", f"request {rid} already has label {value!r}", ref)
+            # A corrected answer: River cannot unlearn, so the correction is learned on top.
+            answered.label = value
+            return self._learn(rid, answered.features, value, None, ref, now, correction=True)
+        request = self.pending.pop(rid, None)
+        late = False
+        if request is None:
+            request = self.expired.pop(rid, None)
+            late = request is not None
+        if request is not None:
+            self.waiting.pop(rid, None)
+            return self._learn(rid, request.features, value, request, ref, now, late=late)
+        if label.features:
+            try:
+                features = numeric_features(label.features, "label.features")
+            except InvalidInput as exc:
+                return self._reject(rid, "invalid_label", exc.detail, ref)
+            self.counters.late_ground_truth += 1
+            return self._learn(rid, features, value, None, ref, now)
+        if rid in self.waiting:
+            return self._reject(rid, "duplicate_label", f"a label for request {rid} is already waiting", ref)
+        self.waiting[rid] = (label, now + self.settings.requests.label_wait_seconds, ref)
+        return Outcome("waiting", rid, ref=ref)
+
+    def _learn(
+        self, rid: str, features: Features, value: str, request: LabelRequest | None, ref: Any, now: float,
+        correction: bool = False, late: bool = False,
+    ) -> Outcome:
+        self.model.learn_one(features, value)
+        self.model_version += 1
+        self.counters.labels_applied += 1
+        self.counters.corrections += correction
+        if not correction:
+            self.answered[rid] = _Answered(value, features)
+            if len(self.answered) > self.settings.requests.applied_window:
+                self.answered.popitem(last=False)
+        latency = max(0.0, now - request.created_at) if request is not None else None
+        return Outcome("applied", rid, ref=ref, label_latency=latency, correction=correction, late=late)
+
+    def _reject(self, rid: str, reason: str, detail: str, ref: Any) -> Outcome:
+        rejected = self.counters.labels_rejected
+        rejected[reason] = rejected.get(reason, 0) + 1
+        return Outcome("rejected", rid, reason, detail, ref)
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Outcome]:
+        """Expire requests past their time and reject labels that waited too long for a request."""
+        while self.pending:
+            rid, request = next(iter(self.pending.items()))
+            if request.expires_at > now:
+                break
+            del self.pending[rid]
+            self._keep_expired(request)
+        outcomes = []
+        while self.waiting:
+            rid, (label, deadline, ref) = next(iter(self.waiting.items()))
+            if deadline > now:
+                break
+            del self.waiting[rid]
+            outcomes.append(self._reject(rid, "orphan_label", f"no request {rid} arrived and the label has no features", ref))
+        return outcomes
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def budget_used_ratio(self) -> float:
+        return self.sampler.used_ratio()
+
+    def set_budget_share(self, share: float) -> None:
+        """Scale time-rate budgets to this replica's share of the events partitions (DESIGN §3)."""
+        for budget in self.sampler.budgets:
+            if isinstance(budget, RateBudget):
+                budget.set_share(share)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    _STATE = ("model", "sampler", "model_version", "counters", "pending", "expired", "answered", "waiting")
+
+    def state(self) -> dict[str, Any]:
+        """Everything that changes as the engine runs, for a snapshot (the settings are not in it)."""
+        state = {name: getattr(self, name) for name in self._STATE}
+        state["model_config"] = self.settings.model.model_dump(mode="json")
+        state["sampler_config"] = _sampler_config(self.settings)
+        return state
+
+    def restore(self, state: dict[str, Any]) -> list[str]:
+        """Take over a snapshot's state; returns warnings for settings that changed since."""
+        if state["model_config"] != self.settings.model.model_dump(mode="json"):
+            raise ValueError(
+                f"the snapshot's model {state['model_config']} differs from the configured model "
+                f"{self.settings.model.model_dump(mode='json')}: point snapshots.dir elsewhere to start a new model"
+            )
+        warnings = []
+        for name in self._STATE:
+            if name == "sampler" and state["sampler_config"] != _sampler_config(self.settings):
+                warnings.append("sampler or budget settings changed since the snapshot: the sampler starts afresh")
+                continue
+            setattr(self, name, state[name])
+        return warnings
+
+
+def _sampler_config(settings: Settings) -> dict[str, Any]:
+    return {"sampler": settings.sampler.model_dump(mode="json"), "budget": settings.budget.model_dump(mode="json"), "seed": settings.seed}

@@ -1,0 +1,304 @@
+"""Message contracts (DESIGN §2) and the event input mapping.
+
+Every message on a stream-al topic is JSON with a ``schema_version``. The pydantic models below are
+the contract; they validate everything that is human-scale (labels, label requests). Events are the
+hot path (tens of thousands per second), so :class:`EventParser` decodes them with orjson and checks
+them by hand, with exactly the rules of :class:`EventMessage` (a contract test keeps the two equal).
+
+Features always come out as ``{name: float}``: booleans become 0/1 and a string value ``v`` of
+feature ``f`` becomes the one-hot feature ``"f=v": 1.0``, so every River model can learn from them.
+
+>>> parser = EventParser(InputMapping())
+>>> event = parser.parse(b'{"id": "e1", "ts": 1700000000, "features": {"amount": 12.5, "country": "FR"}}', "events:0:7")
+>>> event.id, event.ts, event.features
+('e1', 1700000000.0, {'amount': 12.5, 'country=FR': 1.0})
+>>> try:
+...     parser.parse(b'{"features": {"amount": [1, 2]}}', "events:0:8")
+... except InvalidInput as exc:
+...     print(exc.reason, "-", exc.detail)
+invalid_event - features.amount has type list
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+FeatureValue = float | int | bool | str | None
+Features = dict[str, float]
+
+
+class InvalidInput(ValueError):
+    """Input that cannot be used; ``reason`` is a short, low-cardinality code for metrics."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+
+
+class InputMapping(BaseModel):
+    """Where the engine finds the id, the timestamp and the features in a user's event.
+
+    Fields are dotted paths into the JSON object. Features come from exactly one of:
+    ``features_field`` (an object of name → value, the default layout), ``feature_fields`` (an
+    explicit list of paths), or, when both are unset, every top-level numeric or boolean field except
+    ``id_field``, ``timestamp_field`` and ``exclude_fields``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id_field: str = "id"
+    timestamp_field: str | None = "ts"
+    features_field: str | None = "features"
+    feature_fields: tuple[str, ...] | None = None
+    exclude_fields: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_feature_source(self) -> InputMapping:
+        if self.features_field and self.feature_fields:
+            raise ValueError("set either features_field or feature_fields, not both")
+        return self
+
+
+@dataclass(slots=True)
+class Event:
+    """An event as the engine core sees it: id, event time (epoch seconds) and numeric features."""
+
+    id: str
+    ts: float | None
+    features: Features
+
+
+class EventMessage(BaseModel):
+    """The canonical event shape: ``{id, ts?, features, meta?}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    id: str | None = None
+    ts: float | str | None = None
+    features: dict[str, FeatureValue]
+    meta: dict[str, Any] | None = None
+
+    @field_validator("features")
+    @classmethod
+    def _finite(cls, features: dict[str, FeatureValue]) -> dict[str, FeatureValue]:
+        for name, value in features.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"feature {name!r} is not finite")
+        return features
+
+
+def _get_path(obj: dict, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """Epoch seconds from epoch seconds, epoch milliseconds or an ISO-8601 string.
+
+    >>> parse_timestamp(1700000000123), parse_timestamp("2023-11-14T22:13:20Z")
+    (1700000000.123, 1700000000.0)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidInput("invalid_event", "timestamp is a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise InvalidInput("invalid_event", "timestamp is not finite")
+        # Anything past year 5138 in seconds is really milliseconds.
+        return value / 1000.0 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput("invalid_event", f"timestamp {value[:40]!r} is not ISO-8601") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    raise InvalidInput("invalid_event", f"timestamp has type {type(value).__name__}")
+
+
+def numeric_features(raw: dict[str, Any], source: str = "features") -> Features:
+    """Turn ``{name: number|bool|str|null}`` into ``{name: float}`` (one-hot strings, drop nulls).
+
+    >>> numeric_features({"a": 1, "b": True, "c": "x", "d": None})
+    {'a': 1.0, 'b': 1.0, 'c=x': 1.0}
+    """
+    out: Features = {}
+    for name, value in raw.items():
+        kind = type(value)
+        if kind is float:
+            if value != value or value in (math.inf, -math.inf):
+                raise InvalidInput("invalid_event", f"{source}.{name} is not finite")
+            out[name] = value
+        elif kind is int or kind is bool:
+            out[name] = float(value)
+        elif kind is str:
+            out[f"{name}={value}"] = 1.0
+        elif value is None:
+            continue
+        else:
+            raise InvalidInput("invalid_event", f"{source}.{name} has type {kind.__name__}")
+    return out
+
+
+class EventParser:
+    """Decodes raw event bytes with an :class:`InputMapping` into an :class:`Event`."""
+
+    __slots__ = ("mapping", "_excluded")
+
+    def __init__(self, mapping: InputMapping):
+        self.mapping = mapping
+        self._excluded = {mapping.id_field, mapping.timestamp_field, "schema_version", "meta", *mapping.exclude_fields}
+
+    def parse(self, raw: bytes, fallback_id: str) -> Event:
+        """Parse one event; ``fallback_id`` (``topic:partition:offset``) is used when it has no id."""
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput("malformed_json", str(exc)) from None
+        if type(obj) is not dict:
+            raise InvalidInput("invalid_event", f"event is a JSON {type(obj).__name__}, not an object")
+        mapping = self.mapping
+        event_id = obj.get(mapping.id_field) if "." not in mapping.id_field else _get_path(obj, mapping.id_field)
+        if event_id is None:
+            event_id = fallback_id
+        elif type(event_id) is int:
+            event_id = str(event_id)
+        elif type(event_id) is not str or not event_id:
+            raise InvalidInput("invalid_event", f"id field {mapping.id_field!r} must be a non-empty string or integer")
+        ts = parse_timestamp(_get_path(obj, mapping.timestamp_field)) if mapping.timestamp_field else None
+        if mapping.features_field:
+            raw_features = obj.get(mapping.features_field) if "." not in mapping.features_field else _get_path(obj, mapping.features_field)
+            if type(raw_features) is not dict:
+                raise InvalidInput("invalid_event", f"field {mapping.features_field!r} must be an object of features")
+            features = numeric_features(raw_features, mapping.features_field)
+        elif mapping.feature_fields:
+            features = numeric_features({path: _get_path(obj, path) for path in mapping.feature_fields}, "event")
+        else:
+            excluded = self._excluded
+            features = numeric_features(
+                {k: v for k, v in obj.items() if k not in excluded and (type(v) in (int, float, bool))}, "event"
+            )
+        if not features:
+            raise InvalidInput("invalid_event", "event has no features")
+        return Event(event_id, ts, features)
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels, label requests, predictions
+
+
+def canonical_label(value: Any) -> str:
+    """Labels travel as JSON strings, integers or booleans; the engine keys classes by string.
+
+    >>> canonical_label(1), canonical_label("fraud"), canonical_label(True)
+    ('1', 'fraud', 'true')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value:
+        return value
+    raise InvalidInput("invalid_label", f"label must be a non-empty string, integer or boolean, got {value!r}")
+
+
+class LabelMessage(BaseModel):
+    """An analyst's answer, or late ground truth (``features`` and no known request)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str | None = None
+    event_id: str | None = None
+    label: str | int | bool
+    annotator: str | None = None
+    labeled_at: float | None = None
+    features: dict[str, FeatureValue] | None = None
+
+    @model_validator(mode="after")
+    def _identified(self) -> LabelMessage:
+        if not self.request_id and not self.event_id:
+            raise ValueError("a label needs a request_id or an event_id")
+        return self
+
+
+Reason = Literal["uncertainty", "random", "drift_boost", "cold_start"]
+
+
+class LabelRequest(BaseModel):
+    """A request for an analyst's label. It carries the features so any replica can learn from the answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    event_id: str
+    created_at: float = Field(description="epoch seconds")
+    expires_at: float = Field(description="epoch seconds")
+    features: Features
+    scores: dict[str, float]
+    predicted: str | None
+    uncertainty: float
+    reason: str
+    p_query: float
+    priority: float
+    model_version: int
+
+
+class Prediction(BaseModel):
+    """One scored event on the optional ``predictions`` topic."""
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: str
+    predicted: str | None
+    scores: dict[str, float]
+    model_version: int
+    queried: bool
+
+
+def parse_label(raw: bytes) -> LabelMessage:
+    """Decode and validate a label message, raising :class:`InvalidInput` with a reason."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("malformed_json", str(exc)) from None
+    try:
+        return LabelMessage.model_validate(obj)
+    except ValueError as exc:
+        raise InvalidInput("invalid_label", _first_error(exc)) from None
+
+
+def parse_label_request(raw: bytes) -> LabelRequest:
+    """Decode and validate a label request read back from the ``label-requests`` topic."""
+    try:
+        return LabelRequest.model_validate_json(raw)
+    except ValueError as exc:
+        raise InvalidInput("invalid_request", _first_error(exc)) from None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+        return f"{where}: {first.get('msg')}"
+    return str(exc)
