@@ -58,6 +58,7 @@ class KafkaSettings(_Section):
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
+    auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="events, for a new consumer group")
     session_timeout_ms: int = Field(10_000, ge=1000)
     max_poll_records: int = Field(1000, ge=1, description="bounds memory: events taken per poll")
     producer_linger_ms: int = Field(5, ge=0)

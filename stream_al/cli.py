@@ -1,0 +1,135 @@
+"""The ``stream-al`` command: ``run``, ``demo``, ``topics create|check``, ``config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from stream_al.config import Settings
+
+log = logging.getLogger("stream_al")
+
+
+def load_settings(config: str | None, bootstrap: str | None = None, **overrides: Any) -> Settings:
+    """Settings for a command, with a ``--bootstrap`` merged over the file's kafka section."""
+    try:
+        if bootstrap:
+            kafka = Settings.load(config).kafka.model_dump() if config else {}
+            overrides["kafka"] = {**kafka, "bootstrap_servers": bootstrap}
+        return Settings.load(config, **overrides)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        raise SystemExit("invalid configuration:\n" + "\n".join(lines)) from None
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # kafka-python logs every reconnect attempt at INFO/ERROR; the engine reports what matters.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from stream_al.kafka_io import TopicsMissing
+    from stream_al.runner import Runner, RunLimits
+
+    settings = load_settings(args.config, args.bootstrap)
+    setup_logging(settings.log_level)
+    runner = Runner(settings, RunLimits(args.max_events, args.idle_exit_seconds), args.stats_json)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s: finishing the batch, then a final checkpoint", signal.Signals(signum).name)
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return runner.run()
+    except TopicsMissing as exc:
+        log.error("%s", exc)
+        return 3
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from stream_al.kafka_io import check_topics, create_topics
+
+    settings = load_settings(args.config, args.bootstrap)
+    setup_logging(settings.log_level)
+    report = create_topics(settings) if args.action == "create" else check_topics(settings)
+    for topic, status in report.items():
+        print(f"{topic:30s} {status}")
+    return 0 if all(s in ("created", "exists") or s.startswith("ok") for s in report.values()) else 1
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, args.bootstrap)
+    print(json.dumps(settings.redacted(), indent=2, default=str))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from stream_al.demo import DemoOptions, run_demo
+
+    setup_logging("WARNING" if not args.verbose else "INFO")
+    options = DemoOptions(
+        bootstrap=args.bootstrap, events=args.events, rate=args.rate, budget=args.budget, analysts=args.analysts,
+        answers_per_second=args.answers_per_second, answer_delay=args.answer_delay, seed=args.seed,
+        summary_json=args.summary_json, progress=not args.no_progress, metrics_port=args.metrics_port,
+    )
+    return run_demo(options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stream-al", description="Streaming online active learning on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", help="YAML settings file (STREAM_AL_... variables override it)")
+        p.add_argument("--bootstrap", help="Kafka bootstrap servers, overrides kafka.bootstrap_servers")
+        return p
+
+    run = with_config(sub.add_parser("run", help="score events from Kafka and ask for labels"))
+    run.add_argument("--max-events", type=int, help="stop after this many events (with a final checkpoint)")
+    run.add_argument("--idle-exit-seconds", type=float, help="stop after this long with nothing to consume")
+    run.add_argument("--stats-json", type=Path, help="write final counters and latencies here on exit")
+    run.set_defaults(func=_cmd_run)
+
+    topics = with_config(sub.add_parser("topics", help="create or check the engine's topics"))
+    topics.add_argument("action", choices=["create", "check"])
+    topics.set_defaults(func=_cmd_topics)
+
+    config = with_config(sub.add_parser("config", help="print the effective settings (secrets masked)"))
+    config.set_defaults(func=_cmd_config)
+
+    demo = sub.add_parser("demo", help="the whole loop on a synthetic fraud stream, with simulated analysts")
+    demo.add_argument("--bootstrap", help="use this Kafka instead of starting an embedded broker")
+    demo.add_argument("--events", type=int, default=60_000, help="events to produce (default 60000)")
+    demo.add_argument("--rate", type=float, default=1500.0, help="events per second (default 1500)")
+    demo.add_argument("--budget", type=float, default=0.05, help="fraction of events to ask about (default 0.05)")
+    demo.add_argument("--analysts", type=int, default=3, help="simulated analysts (default 3)")
+    demo.add_argument("--answers-per-second", type=float, default=15.0, help="answers per analyst per second (default 15)")
+    demo.add_argument("--answer-delay", type=float, default=0.5, help="mean seconds before an analyst answers (default 0.5)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--summary-json", type=Path, help="write the final summary here")
+    demo.add_argument("--metrics-port", type=int, default=9108, help="engine /metrics port (0: any free port)")
+    demo.add_argument("--no-progress", action="store_true", help="no live progress line")
+    demo.add_argument("--verbose", action="store_true", help="engine logs on stderr")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

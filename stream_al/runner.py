@@ -1,0 +1,344 @@
+"""The Kafka runner: one thread, one poll loop, an ordered checkpoint protocol.
+
+Each turn of the loop:
+
+1. poll the control consumer (``label-requests`` then ``labels``, all partitions) and hand each
+   record to the engine: requests are remembered, labels are learned at once;
+2. poll the events consumer (the group) for a bounded batch, score and decide each event, and send
+   label requests, predictions and dead letters;
+3. handle any rebalance the poll recorded (seek new partitions, resume them, re-split the budget);
+4. expire old requests, refresh gauges, and checkpoint when due.
+
+**Checkpoint protocol** (every ``snapshots.interval_seconds``, every ``snapshots.every_labels``
+labels, and on stop), in this order:
+
+1. flush the producer and check every send since the last checkpoint. If any failed: write no
+   snapshot, commit nothing, exit non-zero. The messages since the previous snapshot are then
+   replayed by the next start, and their deterministic request ids absorb the duplicates.
+2. write the snapshot atomically: engine state (model, sampler and budgets, open requests, answered
+   window, waiting labels) and the next offset of every partition consumed (events, label requests,
+   labels), all from the same instant, so state and positions always agree;
+3. commit the snapshot's events offsets to the consumer group. This is advisory: on recovery each
+   partition starts at the later of the snapshot's offset and the committed one (a later commit
+   means another replica decided those events after a rebalance); the control topics always start
+   at the snapshot's offsets, which is what applies every label exactly once.
+
+Every bad input (undecodable, wrong types, NaN, unknown class, orphan or duplicate label) goes to
+the dead-letter topic with its source position, stage and reason, and is counted; nothing stops the
+loop but a stop signal, ``--max-events``, ``--idle-exit-seconds`` or a failed checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream_al.config import Settings
+from stream_al.engine import Engine, Outcome
+from stream_al.kafka_io import DeliveryError, KafkaIO, Partition
+from stream_al.messages import EventParser, InvalidInput, parse_label, parse_label_request
+from stream_al.metrics import HealthServer, Metrics
+from stream_al.snapshot import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """Ways for a run to end by itself (backfills, tests, benchmarks)."""
+
+    max_events: int | None = None
+    idle_exit_seconds: float | None = None
+
+
+class Runner:
+    """Drives an :class:`Engine` from Kafka. Call :meth:`run`; :meth:`stop` from any thread."""
+
+    def __init__(self, settings: Settings, limits: RunLimits = RunLimits(), stats_path: Path | None = None):
+        self.settings = settings
+        self.limits = limits
+        self.stats_path = stats_path
+        self.metrics = Metrics()
+        self.engine = Engine(settings)
+        self.parser = EventParser(settings.input)
+        key = settings.snapshots.key.get_secret_value().encode() if settings.snapshots.key else None
+        self.store = SnapshotStore(settings.snapshots.dir, key=key, keep=settings.snapshots.keep)
+        self.events_offsets: dict[Partition, int] = {}
+        self.control_offsets: dict[Partition, int] = {}
+        self._stop = threading.Event()
+        self.events_this_run = 0
+        self.update_latencies: deque[float] = deque(maxlen=100_000)
+        self.dead_letters: dict[str, int] = {}
+        self._first_batch_at: float | None = None
+        self._last_batch_at = 0.0
+        self._expired_reported = 0
+        self._owns_partitions = False
+        self.io: KafkaIO | None = None
+        self.health: HealthServer | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        loaded = self.store.load_latest()
+        if loaded is None:
+            log.info("no snapshot in %s: starting a new model and replaying the label log", self.store.directory)
+            return
+        path, snapshot = loaded
+        if snapshot.get("format") != SNAPSHOT_FORMAT:
+            raise RuntimeError(f"snapshot {path} has format {snapshot.get('format')}, this engine reads {SNAPSHOT_FORMAT}")
+        for warning in self.engine.restore(snapshot["engine"]):
+            log.warning(warning)
+        self.events_offsets = dict(snapshot["events_offsets"])
+        self.control_offsets = dict(snapshot["control_offsets"])
+        log.info("resumed from %s: model version %d, %d open requests", path.name, self.engine.model_version, len(self.engine.pending))
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit code (0 clean, 2 failed checkpoint)."""
+        cfg = self.settings
+        self._recover()
+        if cfg.metrics.enabled:
+            self.health = HealthServer(self.metrics, cfg.metrics.host, cfg.metrics.port).start()
+            log.info("metrics and health on http://%s:%d/metrics", cfg.metrics.host, self.health.port)
+        self.io = KafkaIO(cfg, self.control_offsets)
+        try:
+            code = self._loop()
+        finally:
+            if self.health:
+                self.health.live = False
+                self.health.set_ready(False, "stopped")
+            self.io.close()
+            self._write_stats()
+            if self.health:
+                self.health.stop()
+        return code
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> int:
+        cfg = self.settings
+        io = self.io
+        assert io is not None
+        max_records = cfg.kafka.max_poll_records
+        last_activity = last_tick = last_checkpoint = time.monotonic()
+        labels_at_checkpoint = self.engine.counters.labels_applied
+        started = time.monotonic()
+        while not self._stop.is_set():
+            control = io.poll_control(0)
+            if control:
+                self._process_control(control)
+            budget = max_records
+            if self.limits.max_events is not None:
+                budget = min(budget, self.limits.max_events - self.events_this_run)
+            records = io.poll_events(0 if control else 20, budget) if budget > 0 else []
+            if records:
+                self._process_events(records)
+            self._handle_rebalance()
+            now = time.monotonic()
+            if records or control or not self._owns_partitions:
+                last_activity = now  # idleness counts only once the group has given us partitions
+            if now - last_tick >= 0.5:
+                last_tick = now
+                self._tick()
+            labels = self.engine.counters.labels_applied
+            if now - last_checkpoint >= cfg.snapshots.interval_seconds or labels - labels_at_checkpoint >= cfg.snapshots.every_labels:
+                if not self._checkpoint():
+                    return 2
+                last_checkpoint, labels_at_checkpoint = now, labels
+            if self.limits.max_events is not None and self.events_this_run >= self.limits.max_events:
+                log.info("processed --max-events %d events", self.limits.max_events)
+                break
+            if self.limits.idle_exit_seconds is not None and now - last_activity >= self.limits.idle_exit_seconds:
+                log.info("nothing to consume for %.1f s: exiting (--idle-exit-seconds)", self.limits.idle_exit_seconds)
+                break
+        elapsed = time.monotonic() - started
+        log.info("stopping after %d events in %.1f s: final checkpoint", self.events_this_run, elapsed)
+        if self.health:
+            self.health.set_ready(False, "stopping")
+        self._tick()
+        return 0 if self._checkpoint() else 2
+
+    def _process_events(self, records: list[Any]) -> None:
+        started = time.perf_counter()
+        now = time.time()
+        engine_on_event = self.engine.on_event
+        parse = self.parser.parse
+        send = self.io.send  # type: ignore[union-attr]
+        send_prediction = self.io.send_prediction  # type: ignore[union-attr]
+        topics = self.settings.topics
+        predictions = topics.predictions
+        requests_topic = topics.label_requests
+        offsets = self.events_offsets
+        dumps = orjson.dumps
+        queried = 0
+        for record in records:
+            offsets[(record.topic, record.partition)] = record.offset + 1
+            try:
+                event = parse(record.value, f"{record.topic}:{record.partition}:{record.offset}")
+            except InvalidInput as exc:
+                self._dead_letter(record, "decode_event", exc.reason, exc.detail)
+                continue
+            decision = engine_on_event(event, now)
+            request = decision.request
+            if request is not None:
+                queried += 1
+                send(requests_topic, request.model_dump_json().encode(), request.request_id.encode())
+                self.metrics.label_requests.labels(request.reason).inc()
+            if predictions:
+                value = dumps({
+                    "schema_version": 1, "event_id": decision.event_id, "predicted": decision.predicted,
+                    "scores": decision.scores, "model_version": decision.model_version, "queried": request is not None,
+                })
+                send_prediction(value, record.partition)
+        self.events_this_run += len(records)
+        self.metrics.events.inc(len(records))
+        self._last_batch_at = time.perf_counter()
+        self.metrics.batch_seconds.observe(self._last_batch_at - started)
+        if self._first_batch_at is None:
+            self._first_batch_at = started
+
+    def _process_control(self, records: list[Any]) -> None:
+        now = time.time()
+        engine = self.engine
+        requests_topic = self.settings.topics.label_requests
+        for record in records:
+            self.control_offsets[(record.topic, record.partition)] = record.offset + 1
+            try:
+                if record.topic == requests_topic:
+                    outcomes = engine.on_request(parse_label_request(record.value), now)
+                else:
+                    outcomes = [engine.on_label(parse_label(record.value), now, ref=record)]
+            except InvalidInput as exc:
+                self._dead_letter(record, "decode_" + ("request" if record.topic == requests_topic else "label"), exc.reason, exc.detail)
+                continue
+            for outcome in outcomes:
+                self._account(outcome)
+
+    def _account(self, outcome: Outcome) -> None:
+        m = self.metrics
+        if outcome.status == "applied":
+            kind = "correction" if outcome.correction else ("answer" if outcome.label_latency is not None else "late_ground_truth")
+            m.labels_applied.labels(kind).inc()
+            if outcome.label_latency is not None:
+                m.label_latency.observe(outcome.label_latency)
+            if outcome.ref is not None and outcome.ref.timestamp and outcome.ref.timestamp > 0:
+                delay = max(0.0, time.time() - outcome.ref.timestamp / 1000.0)
+                m.label_to_update.observe(delay)
+                self.update_latencies.append(delay)
+        elif outcome.status == "rejected":
+            m.labels_rejected.labels(outcome.reason).inc()
+            if outcome.ref is not None:
+                self._dead_letter(outcome.ref, "apply_label", outcome.reason or "rejected", outcome.detail or "")
+
+    def _dead_letter(self, record: Any, stage: str, reason: str, detail: str) -> None:
+        headers = [
+            ("source_topic", record.topic.encode()),
+            ("partition", str(record.partition).encode()),
+            ("offset", str(record.offset).encode()),
+            ("stage", stage.encode()),
+            ("reason", reason.encode()),
+            ("error", detail[:1000].encode()),
+        ]
+        self.io.send(self.settings.topics.dead_letters, record.value or b"", record.key, headers)  # type: ignore[union-attr]
+        self.metrics.dead_letters.labels(reason).inc()
+        self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+        log.debug("dead letter %s:%d:%d %s: %s", record.topic, record.partition, record.offset, reason, detail)
+
+    def _handle_rebalance(self) -> None:
+        io = self.io
+        assert io is not None
+        revoked, assigned = io.take_rebalance()
+        if not (revoked or assigned):
+            return
+        for partition in sorted(assigned):
+            snapshot_offset = self.events_offsets.get(partition)
+            committed = io.committed(partition)
+            use_snapshot = snapshot_offset is not None and (committed is None or snapshot_offset > committed)
+            io.seek_and_resume(partition, snapshot_offset if use_snapshot else None)
+        owned = io.owned_events_partitions()
+        share = len(owned) / max(1, io.events_partition_count)
+        self.engine.set_budget_share(share)
+        self.metrics.owned_partitions.set(len(owned))
+        self._owns_partitions = bool(owned)
+        log.info("events partitions: revoked %s, assigned %s; budget share %.2f", sorted(revoked), sorted(assigned), share)
+
+    def _tick(self) -> None:
+        now = time.time()
+        for outcome in self.engine.tick(now):
+            self._account(outcome)
+        m, engine = self.metrics, self.engine
+        expired_total = engine.counters.expired
+        m.requests_expired.inc(expired_total - self._expired_reported)
+        self._expired_reported = expired_total
+        m.pending_requests.set(len(engine.pending))
+        m.budget_used_ratio.set(engine.budget_used_ratio())
+        m.model_version.set(engine.model_version)
+        if self.health:
+            owned = self.io.owned_events_partitions() if self.io else set()
+            self.health.set_ready(bool(owned), f"owns {len(owned)} events partition(s)" if owned else "waiting for an events partition assignment")
+
+    def _checkpoint(self) -> bool:
+        """The checkpoint protocol of the module docstring. False: the process must exit non-zero."""
+        io = self.io
+        assert io is not None
+        try:
+            io.flush_and_check(timeout=self.settings.kafka.request_timeout_ms / 1000)
+        except DeliveryError as exc:
+            log.error("checkpoint aborted, no snapshot written, nothing committed: %s", exc)
+            return False
+        path = self.store.write({
+            "format": SNAPSHOT_FORMAT,
+            "written_at": time.time(),
+            "engine": self.engine.state(),
+            "events_offsets": dict(self.events_offsets),
+            "control_offsets": dict(self.control_offsets),
+        })
+        self.metrics.snapshots.inc()
+        try:
+            io.commit_events(self.events_offsets)
+        except Exception as exc:  # advisory: the snapshot already holds the offsets
+            log.warning("events offsets not committed (the snapshot %s still has them): %s", path.name, exc)
+        return True
+
+    # -- report ---------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        c = self.engine.counters
+        latencies = sorted(self.update_latencies)
+
+        def quantile(q: float) -> float | None:
+            return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else None
+
+        busy = self._last_batch_at - self._first_batch_at if self._first_batch_at is not None else 0.0
+        return {
+            "events": c.events,
+            "events_this_run": self.events_this_run,
+            "events_per_second": self.events_this_run / busy if busy > 0 else None,
+            "label_requests": c.requests,
+            "labels_applied": c.labels_applied,
+            "corrections": c.corrections,
+            "late_ground_truth": c.late_ground_truth,
+            "labels_rejected": dict(c.labels_rejected),
+            "requests_expired": c.expired,
+            "dead_letters": dict(self.dead_letters),
+            "pending_requests": len(self.engine.pending),
+            "model_version": self.engine.model_version,
+            "budget_used_ratio": self.engine.budget_used_ratio(),
+            "label_to_update_seconds": {"p50": quantile(0.5), "p99": quantile(0.99), "count": len(latencies)},
+        }
+
+    def _write_stats(self) -> None:
+        if self.stats_path is not None:
+            self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+            self.stats_path.write_bytes(orjson.dumps(self.stats(), option=orjson.OPT_INDENT_2))
