@@ -109,7 +109,7 @@ class BudgetSettings(_Section):
     fraction: float | None = Field(0.05, gt=0, le=1, description="labels per event")
     fraction_burst: float | None = Field(None, gt=0, description="most labels saved up for a burst (default 10)")
     rate: str | None = Field(None, description="e.g. '120 per hour'")
-    rate_burst: float | None = Field(None, ge=1, description="token bucket size (default: one minute of rate, >= 1)")
+    rate_burst: float | None = Field(None, ge=1, description="token bucket size (default: ten seconds of rate, >= 1)")
     clock: Literal["wall", "event"] = "wall"
     max_open_requests: int | None = Field(None, ge=1, description="analyst backlog cap")
 

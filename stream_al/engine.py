@@ -112,13 +112,21 @@ def build_sampler(settings: Settings) -> VariableUncertainty:
     return VariableUncertainty(budgets, settings.seed, s.initial_threshold, s.threshold_step, s.random_share)
 
 
+def ordered_classes(settings: Settings) -> tuple[str, ...]:
+    """The class set with the positive class (if any) last, as :func:`build_model` expects."""
+    positive = settings.positive_class
+    if positive is None:
+        return settings.classes
+    return tuple(c for c in settings.classes if c != positive) + (positive,)
+
+
 class Engine:
     """Scores events, asks for labels under a budget, and learns from labels at once."""
 
     def __init__(self, settings: Settings, model: base.Classifier | None = None):
         self.settings = settings
         self.classes = frozenset(settings.classes)
-        self.model = model if model is not None else build_model(settings.model.name, settings.model.params)
+        self.model = model if model is not None else build_model(settings.model.name, settings.model.params, ordered_classes(settings))
         self.sampler = build_sampler(settings)
         self.model_version = 0
         self.counters = EngineCounters()

@@ -9,11 +9,11 @@ Features always come out as ``{name: float}``: booleans become 0/1 and a string 
 feature ``f`` becomes the one-hot feature ``"f=v": 1.0``, so every River model can learn from them.
 
 >>> parser = EventParser(InputMapping())
->>> event = parser.parse(b'{"id": "e1", "ts": 1700000000, "features": {"amount": 12.5, "country": "FR"}}', "events:0:7")
+>>> event = parser.parse(b'{"id": "e1", "ts": 1700000000, "features": {"amount": 12.5, "country": "FR"}}', "events", 0, 7)
 >>> event.id, event.ts, event.features
 ('e1', 1700000000.0, {'amount': 12.5, 'country=FR': 1.0})
 >>> try:
-...     parser.parse(b'{"features": {"amount": [1, 2]}}', "events:0:8")
+...     parser.parse(b'{"features": {"amount": [1, 2]}}', "events", 0, 8)
 ... except InvalidInput as exc:
 ...     print(exc.reason, "-", exc.detail)
 invalid_event - features.amount has type list
@@ -159,6 +159,9 @@ def numeric_features(raw: dict[str, Any], source: str = "features") -> Features:
     return out
 
 
+_FLOATS_ONLY = {float}
+
+
 class EventParser:
     """Decodes raw event bytes with an :class:`InputMapping` into an :class:`Event`."""
 
@@ -168,8 +171,8 @@ class EventParser:
         self.mapping = mapping
         self._excluded = {mapping.id_field, mapping.timestamp_field, "schema_version", "meta", *mapping.exclude_fields}
 
-    def parse(self, raw: bytes, fallback_id: str) -> Event:
-        """Parse one event; ``fallback_id`` (``topic:partition:offset``) is used when it has no id."""
+    def parse(self, raw: bytes, topic: str, partition: int, offset: int) -> Event:
+        """Parse one event read at (topic, partition, offset); that position is its id when it has none."""
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -179,7 +182,7 @@ class EventParser:
         mapping = self.mapping
         event_id = obj.get(mapping.id_field) if "." not in mapping.id_field else _get_path(obj, mapping.id_field)
         if event_id is None:
-            event_id = fallback_id
+            event_id = f"{topic}:{partition}:{offset}"
         elif type(event_id) is int:
             event_id = str(event_id)
         elif type(event_id) is not str or not event_id:
@@ -189,7 +192,10 @@ class EventParser:
             raw_features = obj.get(mapping.features_field) if "." not in mapping.features_field else _get_path(obj, mapping.features_field)
             if type(raw_features) is not dict:
                 raise InvalidInput("invalid_event", f"field {mapping.features_field!r} must be an object of features")
-            features = numeric_features(raw_features, mapping.features_field)
+            if raw_features and set(map(type, raw_features.values())) == _FLOATS_ONLY:
+                features = raw_features  # the common case; orjson never decodes NaN or infinity
+            else:
+                features = numeric_features(raw_features, mapping.features_field)
         elif mapping.feature_fields:
             features = numeric_features({path: _get_path(obj, path) for path in mapping.feature_fields}, "event")
         else:

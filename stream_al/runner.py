@@ -81,7 +81,7 @@ class Runner:
         self._first_batch_at: float | None = None
         self._last_batch_at = 0.0
         self._expired_reported = 0
-        self._owns_partitions = False
+        self.owns_partitions = False
         self.io: KafkaIO | None = None
         self.health: HealthServer | None = None
 
@@ -146,7 +146,7 @@ class Runner:
                 self._process_events(records)
             self._handle_rebalance()
             now = time.monotonic()
-            if records or control or not self._owns_partitions:
+            if records or control or not self.owns_partitions:
                 last_activity = now  # idleness counts only once the group has given us partitions
             if now - last_tick >= 0.5:
                 last_tick = now
@@ -185,7 +185,7 @@ class Runner:
         for record in records:
             offsets[(record.topic, record.partition)] = record.offset + 1
             try:
-                event = parse(record.value, f"{record.topic}:{record.partition}:{record.offset}")
+                event = parse(record.value, record.topic, record.partition, record.offset)
             except InvalidInput as exc:
                 self._dead_letter(record, "decode_event", exc.reason, exc.detail)
                 continue
@@ -270,7 +270,7 @@ class Runner:
         share = len(owned) / max(1, io.events_partition_count)
         self.engine.set_budget_share(share)
         self.metrics.owned_partitions.set(len(owned))
-        self._owns_partitions = bool(owned)
+        self.owns_partitions = bool(owned)
         log.info("events partitions: revoked %s, assigned %s; budget share %.2f", sorted(revoked), sorted(assigned), share)
 
     def _tick(self) -> None:

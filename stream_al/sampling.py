@@ -88,7 +88,8 @@ class RateBudget:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.base_rate = rate
-        self.base_burst = burst if burst is not None else max(1.0, rate * 60.0)
+        # Default burst: ten seconds of rate (at least one label), so a backlog never arrives at once.
+        self.base_burst = burst if burst is not None else max(1.0, rate * 10.0)
         self.share = share
         self.tokens = self.burst
         self.last: float | None = None
