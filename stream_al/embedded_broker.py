@@ -122,6 +122,21 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether binding `host:port` fails, i.e. somebody already listens there.
+
+    Checked before launching because the readiness probe cannot tell brokers
+    apart: with the port taken, Tansu dies with "Address in use" while the probe
+    happily gets an answer from whatever already listens there.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     chunks = []
     while n:
@@ -275,8 +290,9 @@ class EmbeddedBroker:
         Raises
         ------
         RuntimeError
-            If the broker exits or does not answer in time; the message ends
-            with the tail of the broker log.
+            If the port is already in use, or the broker exits or does not
+            answer in time; in the last two cases the message ends with the
+            tail of the broker log, which is kept.
 
         """
         if self.running:
@@ -285,6 +301,12 @@ class EmbeddedBroker:
         attempts = 1 if self._requested_port is not None else 3
         for attempt in range(1, attempts + 1):
             self.port = self._requested_port or _free_port(self.host)
+            if _port_in_use(self.host, self.port):
+                if attempt < attempts:  # a free port taken in between: pick another
+                    continue
+                raise RuntimeError(
+                    f"cannot start the Tansu broker: {self.host}:{self.port} is already in use"
+                )
             self._launch()
             try:
                 self._wait_ready(deadline)

@@ -157,8 +157,9 @@ class Engine:
         decision = Decision(event.id, scores, predicted, choice.uncertainty, self.model_version)
         if choice.query:
             request_id = request_id_for(event.id)
-            if request_id in self.pending or request_id in self.answered:
-                return decision  # a replayed event: the request already exists
+            if request_id in self.pending or request_id in self.answered or request_id in self.expired:
+                self.sampler.refund()  # a replayed event: its request exists, the label is not spent twice
+                return decision
             decision.request = LabelRequest(
                 request_id=request_id, event_id=event.id, created_at=now,
                 expires_at=now + self.settings.requests.ttl_seconds, features=event.features,
@@ -298,6 +299,7 @@ class Engine:
         """Everything that changes as the engine runs, for a snapshot (the settings are not in it)."""
         state = {name: getattr(self, name) for name in self._STATE}
         state["model_config"] = self.settings.model.model_dump(mode="json")
+        state["classes"] = ordered_classes(self.settings)
         state["sampler_config"] = _sampler_config(self.settings)
         return state
 
@@ -307,6 +309,11 @@ class Engine:
             raise ValueError(
                 f"the snapshot's model {state['model_config']} differs from the configured model "
                 f"{self.settings.model.model_dump(mode='json')}: point snapshots.dir elsewhere to start a new model"
+            )
+        if tuple(state.get("classes", ())) != ordered_classes(self.settings):
+            raise ValueError(
+                f"the snapshot's classes {list(state.get('classes', ()))} differ from the configured classes "
+                f"{list(ordered_classes(self.settings))}: point snapshots.dir elsewhere to start a new model"
             )
         warnings = []
         for name in self._STATE:

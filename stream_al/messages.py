@@ -86,11 +86,28 @@ class EventMessage(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Any = SCHEMA_VERSION  # not checked: newer producers may send newer versions
     id: str | None = None
     ts: float | str | None = None
     features: dict[str, FeatureValue]
-    meta: dict[str, Any] | None = None
+    meta: Any = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _string_or_integer(cls, value: Any) -> str | None:
+        if value is None or (type(value) is str and value):
+            return value
+        if type(value) is int:
+            return str(value)
+        raise ValueError("id must be a non-empty string or an integer")
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> float | None:
+        try:
+            return parse_timestamp(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from None
 
     @field_validator("features")
     @classmethod
@@ -176,7 +193,7 @@ class EventParser:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise InvalidInput("malformed_json", str(exc)) from None
+            raise _decode_error(exc) from None
         if type(obj) is not dict:
             raise InvalidInput("invalid_event", f"event is a JSON {type(obj).__name__}, not an object")
         mapping = self.mapping
@@ -281,12 +298,19 @@ class Prediction(BaseModel):
     queried: bool
 
 
+def _decode_error(exc: orjson.JSONDecodeError) -> InvalidInput:
+    # Valid JSON whose number overflows a double is bad content, not bad syntax.
+    if "infinity" in str(exc):
+        return InvalidInput("invalid_event", f"a number is out of range: {exc}")
+    return InvalidInput("malformed_json", str(exc))
+
+
 def parse_label(raw: bytes) -> LabelMessage:
     """Decode and validate a label message, raising :class:`InvalidInput` with a reason."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput("malformed_json", str(exc)) from None
+        raise _decode_error(exc) from None
     try:
         return LabelMessage.model_validate(obj)
     except ValueError as exc:

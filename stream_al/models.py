@@ -31,7 +31,7 @@ class BinaryLabels(base.Wrapper, base.Classifier):
     >>> model = BinaryLabels(linear_model.LogisticRegression(), negative="legit", positive="fraud")
     >>> model.learn_one({"x": 1.0}, "fraud")
     >>> model.predict_proba_one({"x": 1.0})
-    {'legit': 0.4875026035157896, 'fraud': 0.5124973964842104}
+    {'legit': 0.49750002083312506, 'fraud': 0.5024999791668749}
     """
 
     def __init__(self, classifier: base.Classifier, negative: str, positive: str):
@@ -108,7 +108,16 @@ def build_model(name: str, params: dict[str, Any] | None = None, classes: Sequen
         raise ValueError(f"bad parameters for model {name!r}: {exc}") from None
     if not isinstance(model, base.Classifier):
         raise ValueError(f"model {name!r} is a {type(model).__name__}, not a River classifier")
+    if not model._multiclass and not isinstance(_last_step(model), BinaryLabels):
+        # A binary River classifier learns True/False: give it the two configured classes.
+        if len(classes) != 2:
+            raise ValueError(f"model {name!r} is binary-only: configure exactly two classes, not {list(classes)}")
+        model = BinaryLabels(model, classes[0], classes[1])
     return model
+
+
+def _last_step(model: base.Classifier) -> base.Estimator:
+    return list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
 
 
 def _import_classifier(path: str) -> Builder:

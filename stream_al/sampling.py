@@ -24,6 +24,7 @@ so replaying a stream makes the same random decisions.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 
@@ -44,7 +45,8 @@ class FractionBudget:
         if not 0 < fraction <= 1:
             raise ValueError("fraction must be in (0, 1]")
         self.fraction = fraction
-        self.burst = max(1.0, burst if burst is not None else 10.0)
+        # Below 1 + fraction the cap would throw away part of each event's credit.
+        self.burst = max(1.0 + fraction, burst if burst is not None else 10.0)
         self.tokens = 0.0
         self.events = 0
         self.spent = 0
@@ -60,6 +62,10 @@ class FractionBudget:
     def spend(self) -> None:
         self.tokens -= 1.0
         self.spent += 1
+
+    def refund(self) -> None:
+        self.tokens += 1.0
+        self.spent -= 1
 
     def target(self) -> float:
         """Labels this budget has made available so far."""
@@ -122,6 +128,10 @@ class RateBudget:
         self.tokens -= 1.0
         self.spent += 1
 
+    def refund(self) -> None:
+        self.tokens += 1.0
+        self.spent -= 1
+
     def target(self) -> float:
         if self.first is None:
             return 0.0
@@ -151,8 +161,10 @@ class VariableUncertainty:
     An event is uncertain when its highest class probability is below a threshold. The threshold
     tightens after each query and loosens after each confident event, so the strategy spends what
     the budget offers whatever the model's calibration; every budget limit must allow a query.
-    A share of the budget goes to uniformly random events: the only unbiased sample of live accuracy.
-    A model that knows no class yet (empty scores) makes every event maximally uncertain.
+    A share ``random_share`` of the labels goes to uniformly random events (drawn when the budget
+    has a label to give): the only unbiased sample of live accuracy. A model that knows no class yet
+    (empty scores) makes every event maximally uncertain. The threshold may rise just above 1 so
+    that a model certain of everything (pure tree leaves) still spends its budget.
 
     >>> budget = FractionBudget(0.2)
     >>> sampler = VariableUncertainty([budget], seed=0, random_share=0.0)
@@ -174,34 +186,34 @@ class VariableUncertainty:
         self.random_share = random_share
         self.events = 0
         self.queried = 0
-
-    def _audit_probability(self) -> float:
-        fractions = [b.fraction for b in self.budgets if isinstance(b, FractionBudget)]
-        if fractions:
-            return self.random_share * min(fractions)
-        # A rate budget alone: the share of events it can afford, from the observed event rate.
-        rates = [b for b in self.budgets if isinstance(b, RateBudget) and b.last is not None and b.last > b.first]
-        if not rates or not self.events:
-            return 0.0
-        per_event = min(b.rate * (b.last - b.first) / self.events for b in rates)
-        return self.random_share * min(1.0, per_event)
+        self.audits = 0
 
     def decide(self, event_id: str, scores: dict[str, float], now: float) -> Choice:
         """Decide for one scored event and, when it is a query, spend the budget."""
         self.events += 1
+        available = math.inf
         for budget in self.budgets:
             budget.on_event(now)
+            available = min(available, budget.tokens)
         certainty = max(scores.values()) if scores else 0.0
         uncertainty = 1.0 - certainty
-        if not all(b.allows() for b in self.budgets):
+        if available < 1.0 - 1e-9:
             return Choice(False, "", uncertainty, 0.0)
-        p_audit = self._audit_probability()
-        if p_audit and hash_uniform(self.seed, event_id) < p_audit:
-            return self._spend(Choice(True, "random", uncertainty, p_audit))
+        if self.random_share:
+            # Audits are drawn with a fixed per-event probability, and the uncertainty path leaves
+            # whole labels the audits are owed, so audits really get random_share of the budget.
+            offered = min(b.target() for b in self.budgets)
+            p_audit = self.random_share * min(1.0, offered / self.events)
+            if hash_uniform(self.seed, event_id) < p_audit:
+                self.audits += 1
+                return self._spend(Choice(True, "random", uncertainty, p_audit))
+            owed = min(2, int(self.random_share * offered) - self.audits)
+            if owed > 0 and available < 1.0 + owed - 1e-9:
+                return Choice(False, "", uncertainty, 0.0)
         if certainty < self.threshold:
             self.threshold = max(1e-6, self.threshold * (1.0 - self.step))
             return self._spend(Choice(True, "uncertainty" if scores else "cold_start", uncertainty, 1.0))
-        self.threshold = min(1.0, self.threshold * (1.0 + self.step))
+        self.threshold = min(1.0 + self.step, self.threshold * (1.0 + self.step))
         return Choice(False, "", uncertainty, 0.0)
 
     def _spend(self, choice: Choice) -> Choice:
@@ -209,6 +221,12 @@ class VariableUncertainty:
             budget.spend()
         self.queried += 1
         return choice
+
+    def refund(self) -> None:
+        """Give back the last label: the event turned out to have a request already (a replay)."""
+        for budget in self.budgets:
+            budget.refund()
+        self.queried -= 1
 
     def used_ratio(self) -> float:
         """Achieved spend over target of the tightest budget (1.0 = every label offered was used)."""

@@ -23,6 +23,7 @@ import hmac
 import logging
 import os
 import pickle
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"stream-al-snapshot/1\n"
 _DIGEST = hashlib.sha256().digest_size
+_NAME = re.compile(r"snapshot-\d+\.pkl")
 
 
 class SnapshotError(RuntimeError):
@@ -61,8 +63,8 @@ class SnapshotStore:
         self._sequence = max((self._sequence_of(p) for p in self.files()), default=0)
 
     def files(self) -> list[Path]:
-        """Snapshot files, oldest first."""
-        return sorted(self.directory.glob("snapshot-*.pkl"), key=self._sequence_of)
+        """Snapshot files, oldest first (other files in the directory are left alone)."""
+        return sorted((p for p in self.directory.glob("snapshot-*.pkl") if _NAME.fullmatch(p.name)), key=self._sequence_of)
 
     @staticmethod
     def _sequence_of(path: Path) -> int:
