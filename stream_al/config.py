@@ -137,7 +137,8 @@ class RequestSettings(_Section):
     ttl_seconds: float = Field(3600.0, gt=0, description="a request expires this long after it is made")
     max_pending: int = Field(100_000, ge=1, description="open requests kept; the oldest expire first")
     label_wait_seconds: float = Field(30.0, ge=0, description="how long a label may wait for its request")
-    applied_window: int = Field(100_000, ge=1, description="answered requests remembered for dedupe/corrections")
+    applied_window: int = Field(100_000, ge=1, description="answered requests remembered to absorb duplicates")
+    correction_window: int = Field(10_000, ge=1, description="latest answers whose features are kept for corrections")
 
 
 class SnapshotSettings(_Section):

@@ -80,12 +80,6 @@ class Outcome:
     late: bool = False
 
 
-@dataclass(slots=True)
-class _Answered:
-    label: str
-    features: Features
-
-
 @dataclass
 class EngineCounters:
     events: int = 0
@@ -134,7 +128,10 @@ class Engine:
         # ran out: an analyst's late answer is still true, so it is still learned.
         self.pending: OrderedDict[str, LabelRequest] = OrderedDict()
         self.expired: OrderedDict[str, LabelRequest] = OrderedDict()
-        self.answered: OrderedDict[str, _Answered] = OrderedDict()
+        # Answered request -> label, for dedupe; the features only for the most recent answers
+        # (a correction needs them), so snapshots stay small however many labels were applied.
+        self.answered: OrderedDict[str, str] = OrderedDict()
+        self.answered_features: OrderedDict[str, Features] = OrderedDict()
         self.waiting: OrderedDict[str, tuple[LabelMessage, float, Any]] = OrderedDict()
         self._normaliser = 1.0 / (1.0 - 1.0 / len(self.classes))
 
@@ -214,13 +211,16 @@ class Engine:
             return self._reject(rid, exc.reason, exc.detail, ref)
         if value not in self.classes:
             return self._reject(rid, "unknown_class", f"label {value!r} is not one of {sorted(self.classes)}", ref)
-        answered = self.answered.get(rid)
-        if answered is not None:
-            if answered.label == value:
+        previous = self.answered.get(rid)
+        if previous is not None:
+            if previous == value:
                 return self._reject(rid, "duplicate_label", f"request {rid} already has label {value!r}", ref)
+            features = self.answered_features.get(rid)
+            if features is None:
+                return self._reject(rid, "stale_correction", f"request {rid} was answered too long ago to correct", ref)
             # A corrected answer: River cannot unlearn, so the correction is learned on top.
-            answered.label = value
-            return self._learn(rid, answered.features, value, None, ref, now, correction=True)
+            self.answered[rid] = value
+            return self._learn(rid, features, value, None, ref, now, correction=True)
         request = self.pending.pop(rid, None)
         late = False
         if request is None:
@@ -250,9 +250,12 @@ class Engine:
         self.counters.labels_applied += 1
         self.counters.corrections += correction
         if not correction:
-            self.answered[rid] = _Answered(value, features)
+            self.answered[rid] = value
+            self.answered_features[rid] = features
             if len(self.answered) > self.settings.requests.applied_window:
                 self.answered.popitem(last=False)
+            if len(self.answered_features) > self.settings.requests.correction_window:
+                self.answered_features.popitem(last=False)
         latency = max(0.0, now - request.created_at) if request is not None else None
         return Outcome("applied", rid, ref=ref, label_latency=latency, correction=correction, late=late)
 
@@ -293,7 +296,7 @@ class Engine:
 
     # -- snapshots ------------------------------------------------------------------------------
 
-    _STATE = ("model", "sampler", "model_version", "counters", "pending", "expired", "answered", "waiting")
+    _STATE = ("model", "sampler", "model_version", "counters", "pending", "expired", "answered", "answered_features", "waiting")
 
     def state(self) -> dict[str, Any]:
         """Everything that changes as the engine runs, for a snapshot (the settings are not in it)."""

@@ -110,8 +110,10 @@ class KafkaIO:
         self._assigned: set[Partition] = set()
         self._send_errors: list[str] = []
         self._lock_errors = threading.Lock()
+        # Idempotence off: kafka-python 3.0 hangs every later send once an idempotent batch expires
+        # in a long outage. Duplicates from retries are harmless here: request ids dedupe.
         self.producer = KafkaProducer(
-            **base, acks="all", enable_idempotence=True, linger_ms=kafka.producer_linger_ms,
+            **base, acks="all", enable_idempotence=False, linger_ms=kafka.producer_linger_ms,
             batch_size=512 * 1024, metrics_enabled=False,
         )
         self.control_consumer = KafkaConsumer(**consumer_common, group_id=None, fetch_max_wait_ms=20)
@@ -160,12 +162,6 @@ class KafkaIO:
         requests_topic = self.topics.label_requests
         ordered = sorted(batches.items(), key=lambda item: item[0].topic != requests_topic)
         return [record for _, records in ordered for record in records]
-
-    def control_lag(self) -> int:
-        """Messages on the control topics not read yet (0 when caught up)."""
-        tps = [_tp(p) for p in self.control_partitions]
-        ends = self.control_consumer.end_offsets(tps)
-        return sum(max(0, ends[tp] - self.control_consumer.position(tp)) for tp in tps)
 
     def take_rebalance(self) -> tuple[set[Partition], set[Partition]]:
         """What the group changed since the last call: (revoked, newly assigned and paused)."""

@@ -200,7 +200,7 @@ def test_late_ground_truth_with_features_is_learned():
     assert (outcome.status, outcome.label_latency, outcome.late) == ("applied", None, False)
     assert engine.model_version == 1 and engine.counters.late_ground_truth == 1
     assert engine.model.predict_proba_one({"amount": 3.0, "country=FR": 1.0})["fraud"] > before["fraud"]
-    assert engine.answered[request_id_for("never-asked")].features == {"amount": 3.0, "country=FR": 1.0}
+    assert engine.answered_features[request_id_for("never-asked")] == {"amount": 3.0, "country=FR": 1.0}
     assert engine.on_label(message, T0 + 1).reason == "duplicate_label"
     assert engine.on_label(message.model_copy(update={"label": "legit"}), T0 + 2).correction is True
 
@@ -437,3 +437,15 @@ def test_engine_learns_with_a_ten_percent_budget(seed):
     assert sum(hits[n // 2:]) / (n // 2) > 0.93
     assert 0.95 * 400 <= engine.model_version <= 400
     assert engine.budget_used_ratio() >= 0.95
+
+
+def test_correction_after_its_features_left_the_window_is_rejected_not_guessed():
+    engine = Engine(settings(requests={"correction_window": 1}))
+    first = LabelMessage(event_id="a", label="fraud", features={"amount": 1})
+    second = LabelMessage(event_id="b", label="legit", features={"amount": 2})
+    assert engine.on_label(first, now=0.0).status == "applied"
+    assert engine.on_label(second, now=0.0).status == "applied"
+    outcome = engine.on_label(LabelMessage(event_id="a", label="legit"), now=1.0)
+    assert (outcome.status, outcome.reason) == ("rejected", "stale_correction")
+    assert engine.model_version == 2
+    assert engine.on_label(LabelMessage(event_id="b", label="fraud"), now=1.0).correction
