@@ -76,14 +76,19 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from stream_al.demo import DemoOptions, run_demo
+    from stream_al.demo import DemoOptions, run_demo, run_traffic
 
     setup_logging("WARNING" if not args.verbose else "INFO")
     options = DemoOptions(
         bootstrap=args.bootstrap, events=args.events, rate=args.rate, budget=args.budget, analysts=args.analysts,
         answers_per_second=args.answers_per_second, answer_delay=args.answer_delay, seed=args.seed,
         summary_json=args.summary_json, progress=not args.no_progress, metrics_port=args.metrics_port,
+        traffic_only=args.traffic_only,
     )
+    if args.traffic_only:
+        if not (args.config or args.bootstrap):
+            raise SystemExit("--traffic-only feeds an engine running elsewhere: give its --config (or --bootstrap)")
+        return run_traffic(options, load_settings(args.config, args.bootstrap))
     return run_demo(options)
 
 
@@ -114,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = DemoOptions()
     demo = sub.add_parser("demo", help="the whole loop on a synthetic fraud stream, with simulated analysts")
     demo.add_argument("--bootstrap", help="use this Kafka instead of starting an embedded broker")
+    demo.add_argument("--config", "-c", help="with --traffic-only: the engine's settings (topics, classes)")
+    demo.add_argument("--traffic-only", action="store_true", help="only the synthetic stream and analysts, for an engine running elsewhere")
     demo.add_argument("--events", type=int, default=d.events, help=f"events to produce (default {d.events})")
     demo.add_argument("--rate", type=float, default=d.rate, help=f"events per second (default {d.rate:g})")
     demo.add_argument("--budget", type=float, default=d.budget, help=f"fraction of events to ask about (default {d.budget})")

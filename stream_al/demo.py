@@ -52,6 +52,7 @@ class DemoOptions:
     summary_json: Path | None = None
     progress: bool = True
     metrics_port: int = 9108
+    traffic_only: bool = False  # producer and analysts only, for an engine running elsewhere
 
 
 class Scoreboard:
@@ -90,11 +91,26 @@ class Scoreboard:
 class Demo:
     """The demo's moving parts; :meth:`run` returns the summary."""
 
-    def __init__(self, options: DemoOptions, bootstrap: str, workdir: Path):
+    def __init__(self, options: DemoOptions, settings: Settings, workdir: Path):
         self.options = options
+        self.settings = settings
+        self.truth: dict[str, str] = {}
+        self.produced = 0
+        self.bad_events = 0
+        self.producer_done = threading.Event()
+        self.stop = threading.Event()
+        self.answers = 0
+        self.lock = threading.Lock()
+        self.scoreboard = Scoreboard(settings.positive_class or settings.classes[-1])
+        self.requests: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.runner = None if options.traffic_only else Runner(settings, RunLimits(), stats_path=workdir / "engine-stats.json")
+
+    @staticmethod
+    def demo_settings(options: DemoOptions, bootstrap: str, workdir: Path) -> Settings:
+        """The demo engine's settings: its own topics on a shared broker, budgets the analysts can meet."""
         prefix = "" if options.bootstrap is None else f"demo-{int(time.time())}-"
         capacity = options.analysts * options.answers_per_second
-        self.settings = Settings(
+        return Settings(
             classes=["legit", "fraud"], positive_class="fraud", seed=options.seed, log_level="WARNING",
             kafka={"bootstrap_servers": bootstrap, "group_id": f"{prefix}stream-al-demo", "session_timeout_ms": 6000},
             topics={name: f"{prefix}{default}" for name, default in
@@ -106,16 +122,6 @@ class Demo:
             snapshots={"dir": str(workdir / "snapshots"), "interval_seconds": 10},
             metrics={"port": options.metrics_port},
         )
-        self.truth: dict[str, str] = {}
-        self.produced = 0
-        self.bad_events = 0
-        self.producer_done = threading.Event()
-        self.stop = threading.Event()
-        self.answers = 0
-        self.lock = threading.Lock()
-        self.scoreboard = Scoreboard("fraud")
-        self.requests: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.runner = Runner(self.settings, RunLimits(), stats_path=workdir / "engine-stats.json")
 
     # -- the parts ------------------------------------------------------------------------------
 
@@ -123,7 +129,7 @@ class Demo:
         opts, topics = self.options, self.settings.topics
         stream = FraudStream(seed=opts.seed, drift_at=opts.events // 2)
         producer = RecordProducer(self.settings.kafka)
-        while not (self.runner.owns_partitions or self.stop.is_set()):
+        while self.runner is not None and not (self.runner.owns_partitions or self.stop.is_set()):
             time.sleep(0.1)  # a live stream: events start flowing once the engine has joined
         started = time.monotonic()
         try:
@@ -213,10 +219,12 @@ class Demo:
     def run(self) -> dict[str, Any]:
         create_topics(self.settings)
         engine = threading.Thread(target=self._run_engine, name="engine", daemon=True)
-        engine.start()
+        if self.runner is not None:
+            engine.start()
         workers = [threading.Thread(target=self.produce, name="producer", daemon=True),
-                   threading.Thread(target=self.read_requests, name="requests", daemon=True),
-                   threading.Thread(target=self.score_predictions, name="scorer", daemon=True)]
+                   threading.Thread(target=self.read_requests, name="requests", daemon=True)]
+        if self.settings.topics.predictions:
+            workers.append(threading.Thread(target=self.score_predictions, name="scorer", daemon=True))
         workers += [threading.Thread(target=self.analyst, args=(n,), name=f"analyst-{n}", daemon=True) for n in range(self.options.analysts)]
         for worker in workers:
             worker.start()
@@ -226,8 +234,9 @@ class Demo:
         except KeyboardInterrupt:
             print("\ninterrupted: stopping", file=sys.stderr)
         finally:
-            self.runner.stop()
-            engine.join(timeout=30)
+            if self.runner is not None:
+                self.runner.stop()
+                engine.join(timeout=30)
             self.stop.set()
             for worker in workers:
                 worker.join(timeout=5)
@@ -251,8 +260,12 @@ class Demo:
             if self.options.progress and now - last_print >= (0.5 if sys.stdout.isatty() else 5.0):
                 last_print = now
                 self._print_progress(now - started)
-            engine_done = self.runner.events_this_run >= total + self.bad_events and self.producer_done.is_set()
-            answered = self.requests.empty() and self.scoreboard.total >= total
+            if self.runner is None:
+                engine_done = self.producer_done.is_set()
+            else:
+                engine_done = self.runner.events_this_run >= total + self.bad_events and self.producer_done.is_set()
+            scored = not self.settings.topics.predictions or self.scoreboard.total >= self.produced
+            answered = self.requests.empty() and scored
             if engine_done and answered:
                 # Give the last answers a moment to reach the engine, then stop.
                 settled_since = settled_since or now
@@ -265,6 +278,13 @@ class Demo:
             self._print_progress(time.monotonic() - started, final=True)
 
     def _print_progress(self, elapsed: float, final: bool = False) -> None:
+        if self.runner is None:
+            line = (
+                f"[{elapsed:5.1f}s] produced {self.produced:>8,} | answers {self.answers:>6,}"
+                f" | predictions seen {self.scoreboard.total:>8,} | accuracy {self.scoreboard.rolling_accuracy:6.1%}"
+            )
+            print(line, flush=True)
+            return
         c = self.runner.engine.counters
         line = (
             f"[{elapsed:5.1f}s] events {c.events:>7,} ({c.events / max(elapsed, 1e-9):>6,.0f}/s)"
@@ -279,6 +299,9 @@ class Demo:
             print(line, flush=True)
 
     def summary(self, elapsed: float) -> dict[str, Any]:
+        if self.runner is None:
+            return {"events": self.produced, "answers": self.answers, "accuracy": self.scoreboard.accuracy,
+                    "fraud_f1": self.scoreboard.f1, "elapsed_seconds": round(elapsed, 1)}
         stats = self.runner.stats()
         events = stats["events"]
         return {
@@ -336,6 +359,19 @@ def _any_free_port() -> int:
         return probe.getsockname()[1]
 
 
+def run_traffic(options: DemoOptions, settings: Settings) -> int:
+    """Only the synthetic stream and the analysts, against the topics in ``settings``."""
+    workdir = Path(tempfile.mkdtemp(prefix="stream-al-traffic-"))
+    try:
+        print(f"traffic to {settings.kafka.bootstrap_servers}: {options.rate:g} events/s, "
+              f"{options.analysts} analysts x {options.answers_per_second:g} answers/s", flush=True)
+        summary = Demo(options, settings, workdir).run()
+        print(orjson.dumps(summary).decode())
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def run_demo(options: DemoOptions) -> int:
     """Run the demo; returns the process exit code."""
     workdir = Path(tempfile.mkdtemp(prefix="stream-al-demo-"))
@@ -350,7 +386,8 @@ def run_demo(options: DemoOptions) -> int:
         else:
             bootstrap = options.bootstrap
         port = options.metrics_port if _port_free(options.metrics_port) else _any_free_port()
-        demo = Demo(replace(options, metrics_port=port), bootstrap, workdir)
+        options = replace(options, metrics_port=port)
+        demo = Demo(options, Demo.demo_settings(options, bootstrap, workdir), workdir)
         print(f"broker {bootstrap}; engine metrics on http://127.0.0.1:{port}/metrics", flush=True)
         print(f"{options.events:,} events at {options.rate:,.0f}/s, budget {options.budget:.0%}, "
               f"{options.analysts} analysts x {options.answers_per_second:g} answers/s, fraud pattern changes half-way", flush=True)

@@ -50,6 +50,7 @@ from stream_al.snapshot import SnapshotStore
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
+LABEL_CHECK_EVERY = 250  # events processed between two looks at the labels topic
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,13 @@ class Runner:
             if self.limits.max_events is not None:
                 budget = min(budget, self.limits.max_events - self.events_this_run)
             records = io.poll_events(0 if control else 20, budget) if budget > 0 else []
-            if records:
-                self._process_events(records)
+            for start in range(0, len(records), LABEL_CHECK_EVERY):
+                if start:  # labels wait at most one chunk of events, not a whole poll batch
+                    more = io.poll_control(0)
+                    if more:
+                        self._process_control(more)
+                        control = control or more
+                self._process_events(records[start : start + LABEL_CHECK_EVERY])
             self._handle_rebalance()
             now = time.monotonic()
             if records or control or not self.owns_partitions:

@@ -1,0 +1,11 @@
+# The stream-al engine image: `docker run stream-al run -c /app/config/stream-al.yaml`.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY stream_al ./stream_al
+RUN pip install --no-cache-dir . && useradd --create-home stream-al && mkdir -p /app/state && chown stream-al /app/state
+COPY config ./config
+USER stream-al
+EXPOSE 9108
+ENTRYPOINT ["stream-al"]
+CMD ["run", "--config", "/app/config/compose.yaml"]
