@@ -62,8 +62,15 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(10_000, ge=1000)
     max_poll_records: int = Field(1000, ge=1, description="bounds memory: events taken per poll")
     producer_linger_ms: int = Field(5, ge=0)
-    request_timeout_ms: int = Field(30_000, ge=1000)
+    request_timeout_ms: int = Field(30_000, ge=500)
+    delivery_timeout_ms: int = Field(120_000, ge=1000, description="a send not acknowledged by then fails the next checkpoint")
     max_outage_seconds: float = Field(300.0, gt=0, description="broker unreachable this long: exit non-zero")
+
+    @model_validator(mode="after")
+    def _timeouts_consistent(self) -> KafkaSettings:
+        if self.delivery_timeout_ms < self.request_timeout_ms + self.producer_linger_ms:
+            raise ValueError("delivery_timeout_ms must be at least request_timeout_ms + producer_linger_ms")
+        return self
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from stream_al.config import KafkaSettings, Settings, TopicSettings
@@ -38,6 +39,57 @@ Partition = tuple[str, int]
 
 class DeliveryError(RuntimeError):
     """A message the producer could not deliver: the checkpoint must not go ahead."""
+
+
+class MessageTooLarge(ValueError):
+    """A message over the producer's size limit: refused at once, before any send."""
+
+
+class BrokerProbe:
+    """Asks the cluster for its metadata every ``interval`` seconds from a thread of its own.
+
+    Consumers and the producer ride out an outage silently (polls return nothing, sends wait), so
+    the runner needs its own signal: ``seconds_unreachable()`` is 0 while the last probe answered.
+    """
+
+    def __init__(self, kafka: KafkaSettings, interval: float = 1.0, timeout_ms: int = 2000):
+        self._config = {**client_config(kafka), "request_timeout_ms": timeout_ms}
+        self.interval = interval
+        self.last_ok = time.monotonic()
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream-al-broker-probe", daemon=True)
+
+    def start(self) -> BrokerProbe:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        admin = None
+        while not self._stop.wait(self.interval):
+            try:
+                if admin is None:
+                    admin = KafkaAdminClient(**self._config)
+                admin.describe_cluster()
+                self.last_ok = time.monotonic()
+            except Exception as exc:  # any failure means "not reachable now"; the loop decides what to do
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if admin is not None:
+                    try:
+                        admin.close()
+                    except Exception:
+                        pass
+                    admin = None
+        if admin is not None:
+            admin.close()
+
+    def seconds_unreachable(self) -> float:
+        elapsed = time.monotonic() - self.last_ok
+        return 0.0 if elapsed < self.interval * 2 + 2.5 else elapsed
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 class TopicsMissing(RuntimeError):
@@ -114,6 +166,7 @@ class KafkaIO:
         # in a long outage. Duplicates from retries are harmless here: request ids dedupe.
         self.producer = KafkaProducer(
             **base, acks="all", enable_idempotence=False, linger_ms=kafka.producer_linger_ms,
+            delivery_timeout_ms=kafka.delivery_timeout_ms,
             batch_size=512 * 1024, metrics_enabled=False,
         )
         self.control_consumer = KafkaConsumer(**consumer_common, group_id=None, fetch_max_wait_ms=20)
@@ -191,12 +244,20 @@ class KafkaIO:
     # -- producing ------------------------------------------------------------------------------
 
     def send(self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
-        self.producer.send(topic, value=value, key=key, headers=headers).add_errback(self._record_send_error, topic)
+        try:
+            future = self.producer.send(topic, value=value, key=key, headers=headers)
+        except MessageSizeTooLargeError as exc:
+            raise MessageTooLarge(str(exc)) from None
+        future.add_errback(self._record_send_error, topic)
 
     def send_prediction(self, value: bytes, source_partition: int) -> None:
         """Predictions go to the partition of their event: no key hashing, and per-partition order kept."""
         partition = source_partition % self.predictions_partition_count
-        self.producer.send(self.topics.predictions, value=value, partition=partition).add_errback(self._record_send_error, "predictions")
+        try:
+            future = self.producer.send(self.topics.predictions, value=value, partition=partition)
+        except MessageSizeTooLargeError as exc:
+            raise MessageTooLarge(str(exc)) from None
+        future.add_errback(self._record_send_error, "predictions")
 
     def _record_send_error(self, exc: BaseException, topic: str) -> None:
         with self._lock_errors:

@@ -23,9 +23,18 @@ labels, and on stop), in this order:
    means another replica decided those events after a rebalance); the control topics always start
    at the snapshot's offsets, which is what applies every label exactly once.
 
-Every bad input (undecodable, wrong types, NaN, unknown class, orphan or duplicate label) goes to
-the dead-letter topic with its source position, stage and reason, and is counted; nothing stops the
-loop but a stop signal, ``--max-events``, ``--idle-exit-seconds`` or a failed checkpoint.
+**Broker outages.** A probe thread asks the cluster for metadata every second. While it gets no
+answer, ``/readyz`` says not ready, polls simply return nothing, and no checkpoint is attempted
+(sends cannot be confirmed); the state stays in memory and the loop carries on when the broker is
+back. An outage longer than ``kafka.max_outage_seconds`` ends the process with exit code 4 and no
+snapshot; sends that expired during an outage fail the next checkpoint (exit code 2). Either way
+the next start resumes from the last snapshot, and nothing is lost.
+
+Every bad input (undecodable, wrong types, NaN, unknown class, orphan or duplicate label, output
+too large for Kafka) goes to the dead-letter topic with its source position, stage and reason, and
+is counted; nothing stops the loop but a stop signal, ``--max-events``, ``--idle-exit-seconds``, a
+failed checkpoint or a long outage. Fault-injection tests kill the process at named points
+(:mod:`stream_al.faults`).
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ import orjson
 
 from stream_al.config import Settings
 from stream_al.engine import Engine, Outcome
-from stream_al.kafka_io import DeliveryError, KafkaIO, Partition
+from stream_al.faults import crash_point
+from stream_al.kafka_io import BrokerProbe, DeliveryError, KafkaIO, MessageTooLarge, Partition
 from stream_al.messages import EventParser, InvalidInput, parse_label, parse_label_request
 from stream_al.metrics import HealthServer, Metrics
 from stream_al.snapshot import SnapshotStore
@@ -50,6 +60,9 @@ from stream_al.snapshot import SnapshotStore
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
+EXIT_CHECKPOINT_FAILED = 2
+EXIT_BROKER_UNREACHABLE = 4
+DEAD_LETTER_MAX_BYTES = 256 * 1024
 LABEL_CHECK_EVERY = 250  # events processed between two looks at the labels topic
 
 
@@ -84,7 +97,9 @@ class Runner:
         self._expired_reported = 0
         self.owns_partitions = False
         self.io: KafkaIO | None = None
+        self.probe: BrokerProbe | None = None
         self.health: HealthServer | None = None
+        self.broker_down_since: float | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -113,9 +128,11 @@ class Runner:
             self.health = HealthServer(self.metrics, cfg.metrics.host, cfg.metrics.port).start()
             log.info("metrics and health on http://%s:%d/metrics", cfg.metrics.host, self.health.port)
         self.io = KafkaIO(cfg, self.control_offsets)
+        self.probe = BrokerProbe(cfg.kafka).start()
         try:
             code = self._loop()
         finally:
+            self.probe.stop()
             if self.health:
                 self.health.live = False
                 self.health.set_ready(False, "stopped")
@@ -149,6 +166,7 @@ class Runner:
                     if more:
                         self._process_control(more)
                         control = control or more
+                    crash_point("mid_batch")
                 self._process_events(records[start : start + LABEL_CHECK_EVERY])
             self._handle_rebalance()
             now = time.monotonic()
@@ -157,10 +175,19 @@ class Runner:
             if now - last_tick >= 0.5:
                 last_tick = now
                 self._tick()
+            if not self._broker_reachable():
+                if self.probe.seconds_unreachable() > cfg.kafka.max_outage_seconds:  # type: ignore[union-attr]
+                    log.error(
+                        "broker unreachable for %.0f s, more than kafka.max_outage_seconds (%.0f s): exiting without a "
+                        "snapshot; the next start resumes from the last one (%s)",
+                        self.probe.seconds_unreachable(), cfg.kafka.max_outage_seconds, self.probe.last_error,  # type: ignore[union-attr]
+                    )
+                    return EXIT_BROKER_UNREACHABLE
+                continue  # no checkpoint while sends cannot be confirmed; the state stays in memory
             labels = self.engine.counters.labels_applied
             if now - last_checkpoint >= cfg.snapshots.interval_seconds or labels - labels_at_checkpoint >= cfg.snapshots.every_labels:
                 if not self._checkpoint():
-                    return 2
+                    return EXIT_CHECKPOINT_FAILED
                 last_checkpoint, labels_at_checkpoint = now, labels
             if self.limits.max_events is not None and self.events_this_run >= self.limits.max_events:
                 log.info("processed --max-events %d events", self.limits.max_events)
@@ -173,7 +200,22 @@ class Runner:
         if self.health:
             self.health.set_ready(False, "stopping")
         self._tick()
-        return 0 if self._checkpoint() else 2
+        return 0 if self._checkpoint() else EXIT_CHECKPOINT_FAILED
+
+    def _broker_reachable(self) -> bool:
+        """Track outages for readiness and logs; True while the broker answers the probe."""
+        down_for = self.probe.seconds_unreachable() if self.probe else 0.0
+        if down_for == 0.0:
+            if self.broker_down_since is not None:
+                log.warning("broker reachable again after %.1f s", time.monotonic() - self.broker_down_since)
+                self.broker_down_since = None
+            return True
+        if self.broker_down_since is None:
+            self.broker_down_since = time.monotonic() - down_for
+            log.warning("broker unreachable (%s): scoring paused, no checkpoints until it is back", self.probe.last_error)  # type: ignore[union-attr]
+            if self.health:
+                self.health.set_ready(False, f"broker unreachable: {self.probe.last_error}")  # type: ignore[union-attr]
+        return False
 
     def _process_events(self, records: list[Any]) -> None:
         started = time.perf_counter()
@@ -187,7 +229,6 @@ class Runner:
         requests_topic = topics.label_requests
         offsets = self.events_offsets
         dumps = orjson.dumps
-        queried = 0
         for record in records:
             offsets[(record.topic, record.partition)] = record.offset + 1
             try:
@@ -197,16 +238,18 @@ class Runner:
                 continue
             decision = engine_on_event(event, now)
             request = decision.request
-            if request is not None:
-                queried += 1
-                send(requests_topic, request.model_dump_json().encode(), request.request_id.encode())
-                self.metrics.label_requests.labels(request.reason).inc()
-            if predictions:
-                value = dumps({
-                    "schema_version": 1, "event_id": decision.event_id, "predicted": decision.predicted,
-                    "scores": decision.scores, "model_version": decision.model_version, "queried": request is not None,
-                })
-                send_prediction(value, record.partition)
+            try:
+                if request is not None:
+                    send(requests_topic, request.model_dump_json().encode(), request.request_id.encode())
+                    self.metrics.label_requests.labels(request.reason).inc()
+                if predictions:
+                    value = dumps({
+                        "schema_version": 1, "event_id": decision.event_id, "predicted": decision.predicted,
+                        "scores": decision.scores, "model_version": decision.model_version, "queried": request is not None,
+                    })
+                    send_prediction(value, record.partition)
+            except MessageTooLarge as exc:
+                self._dead_letter(record, "send_output", "too_large", str(exc))
         self.events_this_run += len(records)
         self.metrics.events.inc(len(records))
         self._last_batch_at = time.perf_counter()
@@ -230,6 +273,8 @@ class Runner:
                 continue
             for outcome in outcomes:
                 self._account(outcome)
+                if outcome.status == "applied":
+                    crash_point("label")
 
     def _account(self, outcome: Outcome) -> None:
         m = self.metrics
@@ -256,7 +301,11 @@ class Runner:
             ("reason", reason.encode()),
             ("error", detail[:1000].encode()),
         ]
-        self.io.send(self.settings.topics.dead_letters, record.value or b"", record.key, headers)  # type: ignore[union-attr]
+        value = record.value or b""
+        if len(value) > DEAD_LETTER_MAX_BYTES:  # the dead letter itself must fit in a Kafka message
+            headers.append(("truncated_from", str(len(value)).encode()))
+            value = value[:DEAD_LETTER_MAX_BYTES]
+        self.io.send(self.settings.topics.dead_letters, value, record.key, headers)  # type: ignore[union-attr]
         self.metrics.dead_letters.labels(reason).inc()
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
         log.debug("dead letter %s:%d:%d %s: %s", record.topic, record.partition, record.offset, reason, detail)
@@ -292,7 +341,12 @@ class Runner:
         m.model_version.set(engine.model_version)
         if self.health:
             owned = self.io.owned_events_partitions() if self.io else set()
-            self.health.set_ready(bool(owned), f"owns {len(owned)} events partition(s)" if owned else "waiting for an events partition assignment")
+            if self.broker_down_since is not None:
+                self.health.set_ready(False, f"broker unreachable for {time.monotonic() - self.broker_down_since:.0f} s")
+            elif owned:
+                self.health.set_ready(True, f"owns {len(owned)} events partition(s)")
+            else:
+                self.health.set_ready(False, "waiting for an events partition assignment")
 
     def _checkpoint(self) -> bool:
         """The checkpoint protocol of the module docstring. False: the process must exit non-zero."""
@@ -303,6 +357,7 @@ class Runner:
         except DeliveryError as exc:
             log.error("checkpoint aborted, no snapshot written, nothing committed: %s", exc)
             return False
+        crash_point("before_snapshot")
         path = self.store.write({
             "format": SNAPSHOT_FORMAT,
             "written_at": time.time(),
@@ -311,6 +366,7 @@ class Runner:
             "control_offsets": dict(self.control_offsets),
         })
         self.metrics.snapshots.inc()
+        crash_point("after_snapshot")
         try:
             io.commit_events(self.events_offsets)
         except Exception as exc:  # advisory: the snapshot already holds the offsets
