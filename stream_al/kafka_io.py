@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from stream_al.config import KafkaSettings, Settings, TopicSettings
@@ -52,9 +52,14 @@ class BrokerProbe:
     the runner needs its own signal: ``seconds_unreachable()`` is 0 while the last probe answered.
     """
 
-    def __init__(self, kafka: KafkaSettings, interval: float = 1.0, timeout_ms: int = 2000):
+    def __init__(
+        self, kafka: KafkaSettings, interval: float = 1.0, timeout_ms: int = 2000,
+        on_change: Callable[[bool, str], None] | None = None,
+    ):
         self._config = {**client_config(kafka), "request_timeout_ms": timeout_ms}
         self.interval = interval
+        self.on_change = on_change
+        self._reachable = True
         self.last_ok = time.monotonic()
         self.last_error = ""
         self._stop = threading.Event()
@@ -72,8 +77,11 @@ class BrokerProbe:
                     admin = KafkaAdminClient(**self._config)
                 admin.describe_cluster()
                 self.last_ok = time.monotonic()
+                self._report(True)
             except Exception as exc:  # any failure means "not reachable now"; the loop decides what to do
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                if self.seconds_unreachable() > 0:
+                    self._report(False)
                 if admin is not None:
                     try:
                         admin.close()
@@ -82,6 +90,12 @@ class BrokerProbe:
                     admin = None
         if admin is not None:
             admin.close()
+
+    def _report(self, reachable: bool) -> None:
+        if reachable != self._reachable:
+            self._reachable = reachable
+            if self.on_change is not None:
+                self.on_change(reachable, self.last_error)
 
     def seconds_unreachable(self) -> float:
         elapsed = time.monotonic() - self.last_ok
@@ -117,6 +131,11 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
         if kafka.ssl_password is not None:
             config["ssl_password"] = kafka.ssl_password.get_secret_value()
     return config
+
+
+def _log_commit_failure(offsets: Any, response: Any) -> None:
+    if isinstance(response, Exception):
+        log.warning("events offsets not committed (the snapshot still has them): %r", response)
 
 
 def _tp(partition: Partition) -> TopicPartition:
@@ -238,8 +257,8 @@ class KafkaIO:
         """Commit events offsets to the group (advisory: the snapshot's offsets win on recovery)."""
         owned = self.owned_events_partitions()
         commit = {_tp(p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items() if p in owned}
-        if commit:
-            self.events_consumer.commit(commit)
+        if commit:  # asynchronous: an advisory commit must never hold up the poll loop
+            self.events_consumer.commit_async(commit, callback=_log_commit_failure)
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -263,25 +282,34 @@ class KafkaIO:
         with self._lock_errors:
             self._send_errors.append(f"{topic}: {exc!r}")
 
-    def flush_and_check(self, timeout: float) -> None:
-        """Wait for every send; raise :class:`DeliveryError` if any failed (checkpoint step 1)."""
+    def flush_and_check(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for every send (checkpoint step 1).
+
+        Returns False if some sends are still unacknowledged (a slow or unreachable broker: they may
+        still succeed); raises :class:`DeliveryError` if any send failed for good.
+        """
         try:
             self.producer.flush(timeout=timeout)
+            flushed = True
+        except KafkaTimeoutError:
+            flushed = False
         except KafkaError as exc:
             raise DeliveryError(f"producer flush failed: {exc!r}") from exc
         with self._lock_errors:
             errors, self._send_errors = self._send_errors, []
         if errors:
             raise DeliveryError(f"{len(errors)} message(s) not delivered, first: {errors[0]}")
+        return flushed
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Close every client within about ``timeout`` seconds each, even with the broker gone."""
         for client in (self.events_consumer, self.control_consumer):
             try:
-                client.close()
+                client.close(autocommit=False, timeout_ms=int(timeout * 1000))
             except Exception:  # closing after a broker loss must not mask the real error
                 log.debug("closing consumer failed", exc_info=True)
         try:
-            self.producer.close(timeout=5)
+            self.producer.close(timeout=timeout)
         except Exception:
             log.debug("closing producer failed", exc_info=True)
 

@@ -128,7 +128,7 @@ class Runner:
             self.health = HealthServer(self.metrics, cfg.metrics.host, cfg.metrics.port).start()
             log.info("metrics and health on http://%s:%d/metrics", cfg.metrics.host, self.health.port)
         self.io = KafkaIO(cfg, self.control_offsets)
-        self.probe = BrokerProbe(cfg.kafka).start()
+        self.probe = BrokerProbe(cfg.kafka, on_change=self._on_broker_change).start()
         try:
             code = self._loop()
         finally:
@@ -200,7 +200,12 @@ class Runner:
         if self.health:
             self.health.set_ready(False, "stopping")
         self._tick()
-        return 0 if self._checkpoint() else EXIT_CHECKPOINT_FAILED
+        return 0 if self._checkpoint(final=True) else EXIT_CHECKPOINT_FAILED
+
+    def _on_broker_change(self, reachable: bool, detail: str) -> None:
+        """From the probe's thread: readiness follows the broker even while the loop is blocked."""
+        if self.health and not reachable:
+            self.health.set_ready(False, f"broker unreachable: {detail}")
 
     def _broker_reachable(self) -> bool:
         """Track outages for readiness and logs; True while the broker answers the probe."""
@@ -348,15 +353,27 @@ class Runner:
             else:
                 self.health.set_ready(False, "waiting for an events partition assignment")
 
-    def _checkpoint(self) -> bool:
-        """The checkpoint protocol of the module docstring. False: the process must exit non-zero."""
+    def _checkpoint(self, final: bool = False) -> bool:
+        """The checkpoint protocol of the module docstring. False: the process must exit non-zero.
+
+        A periodic checkpoint whose sends are merely not acknowledged yet is skipped (the broker is
+        slow or away; they may still succeed); the final one waits for them up to the delivery timeout.
+        """
         io = self.io
         assert io is not None
+        kafka = self.settings.kafka
+        timeout = (kafka.delivery_timeout_ms if final else kafka.request_timeout_ms) / 1000
         try:
-            io.flush_and_check(timeout=self.settings.kafka.request_timeout_ms / 1000)
+            flushed = io.flush_and_check(timeout=timeout)
         except DeliveryError as exc:
             log.error("checkpoint aborted, no snapshot written, nothing committed: %s", exc)
             return False
+        if not flushed:
+            if final:
+                log.error("checkpoint aborted: sends still unacknowledged after %.0f s; no snapshot written", timeout)
+                return False
+            log.warning("checkpoint skipped: sends not acknowledged within %.0f s", timeout)
+            return True
         crash_point("before_snapshot")
         path = self.store.write({
             "format": SNAPSHOT_FORMAT,
