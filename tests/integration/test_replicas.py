@@ -1,0 +1,72 @@
+"""Several engine replicas in one consumer group: they share the events partitions, each applies
+every label (one logical model), and partitions move on join and leave without losing events."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from stream_al.engine import Engine
+from stream_al.messages import LabelMessage, LabelRequest
+from stream_al.snapshot import SnapshotStore
+
+from .engine_helpers import Analyst, EngineProcess, engine_settings, produce_events, read_all, wait_for, write_config
+
+pytestmark = pytest.mark.integration
+
+PROBES = [{"x": x / 4, "y": y / 4} for x in range(5) for y in range(5)]
+
+
+def model_after_labels(settings, count):
+    """The model a single engine has after the first ``count`` labels of the log."""
+    requests = {}
+    for record in read_all(settings, settings.topics.label_requests):
+        request = LabelRequest.model_validate_json(record.value)
+        requests.setdefault(request.request_id, request)
+    engine = Engine(settings)
+    for record in read_all(settings, settings.topics.labels)[:count]:
+        label = LabelMessage.model_validate_json(record.value)
+        engine.on_request(requests[label.request_id], now=0.0)
+        engine.on_label(label, now=0.0)
+    return engine.model
+
+
+def snapshot_model(settings, state_dir):
+    engine = Engine(settings)
+    engine.restore(SnapshotStore(state_dir).load_latest()[1]["engine"])
+    return engine
+
+
+def test_two_replicas_share_events_apply_every_label_and_survive_a_leave(kafka_bootstrap, topic_prefix, tmp_path):
+    settings = engine_settings(kafka_bootstrap, topic_prefix, tmp_path, budget={"fraction": 0.2})
+    configs = {}
+    for name in ("a", "b"):
+        replica = settings.model_copy(update={"snapshots": settings.snapshots.model_copy(update={"dir": tmp_path / name})})
+        configs[name] = write_config(replica, tmp_path / f"{name}.yaml")
+    truth = produce_events(settings, 0, 400, seed=11)
+    with Analyst(settings, truth) as analyst:
+        a = EngineProcess(configs["a"], tmp_path / "a.json")
+        wait_for(lambda: len(analyst.answered) >= 60, 60, "replica a alone made no requests")
+        b = EngineProcess(configs["b"], tmp_path / "b.json")  # joins: the group rebalances
+        for wave in range(1, 5):
+            truth.update(produce_events(settings, wave * 400, 400, seed=11))
+            wait_for(lambda: len(analyst.answered) >= 60 + wave * 60, 90, f"wave {wave} not answered")
+        assert a.terminate() == 0  # leaves: b takes all partitions over
+        truth.update(produce_events(settings, 2000, 400, seed=11))
+        wait_for(lambda: len(analyst.answered) >= 420, 90, "events after a left not answered")
+        wait_for(lambda: False if b.process.poll() is not None else len(read_all(settings, settings.topics.predictions, idle_seconds=0.3)) >= 2400,
+                 90, "b did not score every event after a left")
+        assert b.terminate() == 0
+    stats_a, stats_b = a.read_stats(), b.read_stats()
+    predictions = [orjson.loads(r.value) for r in read_all(settings, settings.topics.predictions)]
+    assert {p["event_id"] for p in predictions} == set(truth)  # no event lost across join and leave
+    assert 0 < stats_b["events_this_run"] < len(truth)  # b did share the stream while a was there
+    answered = len(set(analyst.answered))
+    assert stats_b["labels_applied"] == answered  # b applied every label, a's requests' included
+    assert 0 < stats_a["labels_applied"] <= answered
+    # One logical model: each replica's model is the label log's model at the labels it had applied.
+    for stats, state_dir in ((stats_a, tmp_path / "a"), (stats_b, tmp_path / "b")):
+        replica = snapshot_model(settings, state_dir)
+        offline = model_after_labels(settings, stats["labels_applied"])
+        for probe in PROBES:
+            assert replica.model.predict_proba_one(probe)["fraud"] == pytest.approx(offline.predict_proba_one(probe)["fraud"], abs=0.02)
