@@ -69,6 +69,21 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     return 0 if all(s in ("created", "exists") or s.startswith("ok") for s in report.values()) else 1
 
 
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from stream_al.rebuild import rebuild
+
+    settings = load_settings(args.config, args.bootstrap)
+    setup_logging(settings.log_level)
+    report = rebuild(settings, args.snapshots_dir)
+    print(f"label requests read  {report.requests:,}")
+    print(f"labels read          {report.labels_read:,}")
+    print(f"labels applied       {report.labels_applied:,}")
+    print(f"labels rejected      {report.labels_rejected or 0}")
+    print(f"requests still open  {report.open_requests:,}")
+    print(f"snapshot             {report.snapshot}")
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, args.bootstrap)
     print(json.dumps(settings.redacted(), indent=2, default=str))
@@ -110,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     topics = with_config(sub.add_parser("topics", help="create or check the engine's topics"))
     topics.add_argument("action", choices=["create", "check"])
     topics.set_defaults(func=_cmd_topics)
+
+    rebuild = with_config(sub.add_parser("rebuild", help="build a fresh model from the whole label log, as a snapshot"))
+    rebuild.add_argument("--snapshots-dir", type=Path, help="write here instead of snapshots.dir")
+    rebuild.set_defaults(func=_cmd_rebuild)
 
     config = with_config(sub.add_parser("config", help="print the effective settings (secrets masked)"))
     config.set_defaults(func=_cmd_config)

@@ -404,5 +404,26 @@ class TopicReader:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         return [record for records in batches.values() for record in records]
 
+    def read_to_end(self, timeout: float = 120.0) -> tuple[list[Any], dict[Partition, int]]:
+        """Every record up to the high watermark, in log order per partition, and the positions reached.
+
+        The high watermark comes from fetch responses: ListOffsets (``end_offsets``, ``seek_to_end``)
+        undercounts on some Kafka-protocol brokers (Tansu) after multi-record batches.
+        """
+        partitions = list(self.consumer.assignment())
+        self.consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+
+        def behind(tp: TopicPartition) -> bool:
+            highwater = self.consumer.highwater(tp)
+            return highwater is None or self.consumer.position(tp) < highwater
+
+        while any(behind(tp) for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {sorted(str(tp) for tp in partitions)} to the end in {timeout:.0f} s")
+            records.extend(self.poll(200))
+        return records, {(tp.topic, tp.partition): self.consumer.position(tp) for tp in partitions}
+
     def close(self) -> None:
         self.consumer.close()

@@ -66,6 +66,17 @@ DEAD_LETTER_MAX_BYTES = 256 * 1024
 LABEL_CHECK_EVERY = 250  # events processed between two looks at the labels topic
 
 
+def snapshot_payload(engine: Engine, events_offsets: dict[Partition, int], control_offsets: dict[Partition, int]) -> dict[str, Any]:
+    """What a snapshot holds: the engine's state and the next offset of every partition consumed."""
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "written_at": time.time(),
+        "engine": engine.state(),
+        "events_offsets": dict(events_offsets),
+        "control_offsets": dict(control_offsets),
+    }
+
+
 @dataclass(frozen=True)
 class RunLimits:
     """Ways for a run to end by itself (backfills, tests, benchmarks)."""
@@ -375,13 +386,7 @@ class Runner:
             log.warning("checkpoint skipped: sends not acknowledged within %.0f s", timeout)
             return True
         crash_point("before_snapshot")
-        path = self.store.write({
-            "format": SNAPSHOT_FORMAT,
-            "written_at": time.time(),
-            "engine": self.engine.state(),
-            "events_offsets": dict(self.events_offsets),
-            "control_offsets": dict(self.control_offsets),
-        })
+        path = self.store.write(snapshot_payload(self.engine, self.events_offsets, self.control_offsets))
         self.metrics.snapshots.inc()
         crash_point("after_snapshot")
         try:

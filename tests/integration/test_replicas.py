@@ -70,3 +70,29 @@ def test_two_replicas_share_events_apply_every_label_and_survive_a_leave(kafka_b
         offline = model_after_labels(settings, stats["labels_applied"])
         for probe in PROBES:
             assert replica.model.predict_proba_one(probe)["fraud"] == pytest.approx(offline.predict_proba_one(probe)["fraud"], abs=0.02)
+
+
+def test_rebuild_trains_a_new_model_type_from_the_label_log(kafka_bootstrap, topic_prefix, tmp_path, capsys):
+    from stream_al.cli import main as cli_main
+
+    settings = engine_settings(kafka_bootstrap, topic_prefix, tmp_path, budget={"fraction": 0.2})
+    truth = produce_events(settings, 0, 600, seed=21)
+    with Analyst(settings, truth) as analyst:
+        engine = EngineProcess(write_config(settings, tmp_path / "lr.yaml"), tmp_path / "lr.json")
+        wait_for(lambda: len(analyst.answered) >= 110, 60, "too few requests answered")
+        wait_for(lambda: len(read_all(settings, settings.topics.labels, idle_seconds=0.3)) >= len(analyst.answered), 30, "labels")
+        assert engine.terminate() == 0
+    labels = len(read_all(settings, settings.topics.labels))
+    tree = settings.model_copy(update={
+        "model": settings.model.model_copy(update={"name": "hoeffding_tree"}),
+        "snapshots": settings.snapshots.model_copy(update={"dir": tmp_path / "tree"}),
+    })
+    tree_config = write_config(tree, tmp_path / "tree.yaml")
+    assert cli_main(["rebuild", "--config", str(tree_config)]) == 0
+    assert f"labels applied       {labels}" in capsys.readouterr().out
+    rebuilt = snapshot_model(tree, tmp_path / "tree")
+    assert rebuilt.model_version == labels and type(rebuilt.model).__name__ == "HoeffdingTreeClassifier"
+    engine = EngineProcess(tree_config, tmp_path / "tree.json", "--idle-exit-seconds", "2")
+    assert engine.process.wait(60) == 0
+    stats = engine.read_stats()
+    assert stats["labels_applied"] == labels and stats["events_this_run"] == 0  # starts from it; nothing twice
