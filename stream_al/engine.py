@@ -277,7 +277,8 @@ class Engine:
         outcomes = []
         while self.waiting:
             rid, (label, deadline, ref) = next(iter(self.waiting.items()))
-            if deadline > now:
+            # Bounded like the request store: a flood of orphans must not grow memory without end.
+            if deadline > now and len(self.waiting) <= self.settings.requests.max_pending:
                 break
             del self.waiting[rid]
             outcomes.append(self._reject(rid, "orphan_label", f"no request {rid} arrived and the label has no features", ref))

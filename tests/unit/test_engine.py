@@ -449,3 +449,12 @@ def test_correction_after_its_features_left_the_window_is_rejected_not_guessed()
     assert (outcome.status, outcome.reason) == ("rejected", "stale_correction")
     assert engine.model_version == 2
     assert engine.on_label(LabelMessage(event_id="b", label="fraud"), now=1.0).correction
+
+
+def test_waiting_labels_are_bounded_like_the_request_store():
+    engine = Engine(settings(requests={"max_pending": 3, "label_wait_seconds": 3600.0}))
+    for i in range(5):
+        assert engine.on_label(LabelMessage(request_id=f"rq-unknown-{i}", label="fraud"), now=0.0).status == "waiting"
+    outcomes = engine.tick(now=1.0)
+    assert [o.request_id for o in outcomes] == ["rq-unknown-0", "rq-unknown-1"]
+    assert {o.reason for o in outcomes} == {"orphan_label"} and len(engine.waiting) == 3
