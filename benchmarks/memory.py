@@ -14,11 +14,12 @@ What it does (one run):
 5. every second it reads the engine's ``VmRSS``/``VmHWM`` from ``/proc/<pid>/status`` and its
    ``stream_al_events_total``, ``stream_al_pending_requests`` and ``stream_al_model_version`` from
    ``/metrics``. At the first sample past each checkpoint (default 100k and 1M events) it records the
-   RSS and measures the engine's bounded stores (open requests, answered window, features kept for
+   RSS (that sample, and the median of the last 5 samples: one sample swings by +-20 MiB with the
+   batch in flight and the garbage collector) and measures the engine's bounded stores (open requests, answered window, features kept for
    corrections, waiting labels) in its newest snapshot, by deep ``sys.getsizeof``;
 6. when every event is scored, SIGTERM, and the final ``--stats-json`` is read.
 
-Verdict: the RSS growth between the first and the last checkpoint, minus the growth of the bounded
+Verdict: the RSS growth (5-sample medians) between the first and the last checkpoint, minus the growth of the bounded
 stores over the same span, must stay under ``--tolerance-mib`` (default 50 MiB). Why 50 MiB: between
 100k and 1M events the engine sees 900k more events, so any per-event leak of 60 bytes or more
 (one small dict entry, one float in a list) shows up as more than 50 MiB; an allocator's
@@ -44,6 +45,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,14 +67,22 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from kafka import KafkaProducer  # noqa: E402
-from throughput import (  # noqa: E402  (same directory: the same topics, engine config and analyst)
-    FEATURES, InstantAnalyst, broker, check_crc32c, create_topics, delete_topics, engine_config, topic_names,
+from kafka import KafkaProducer
+from throughput import (  # same directory: the same topics, engine config and analyst
+    FEATURES,
+    InstantAnalyst,
+    broker,
+    check_crc32c,
+    create_topics,
+    delete_topics,
+    engine_config,
+    topic_names,
 )
 
-from stream_al.snapshot import SnapshotStore  # noqa: E402
+from stream_al.snapshot import SnapshotStore
 
 MIB = 1024 * 1024
+RSS_WINDOW = 5  # a checkpoint's RSS is the median of this many 1-second samples: one sample swings by +-20 MiB
 STORES = ("pending", "answered", "answered_features", "waiting", "expired")
 
 
@@ -141,7 +151,7 @@ def bounded_stores(snapshots_dir: Path) -> dict[str, Any]:
     """Entries and deep bytes of each bounded store in the engine's newest snapshot."""
     try:
         loaded = SnapshotStore(snapshots_dir).load_latest()
-    except Exception as exc:  # a snapshot being rotated: report, do not fail the run
+    except Exception as exc:  # noqa: BLE001  a snapshot being rotated: report, do not fail the run
         return {"error": repr(exc)}
     if loaded is None:
         return {"error": "no snapshot yet"}
@@ -199,7 +209,7 @@ class Producer(threading.Thread):
                         break
                 producer.flush()
                 self.produced += count
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001  (reported by the main thread)
             self.error = exc
         finally:
             producer.close(timeout=10)
@@ -226,7 +236,7 @@ def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, workdi
     marks: list[dict[str, Any]] = []
     pending_marks = sorted(args.checkpoints)
     started = time.monotonic()
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115  (closed in the finally below)
     engine = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     analyst.start()
     producer.start()
@@ -250,7 +260,9 @@ def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, workdi
             }
             samples.append(sample)
             while pending_marks and count >= pending_marks[0]:
-                mark = {"checkpoint": pending_marks.pop(0), **sample, "stores": bounded_stores(snapshots)}
+                window = [x["rss"] for x in samples[-RSS_WINDOW:] if x["rss"]]
+                mark = {"checkpoint": pending_marks.pop(0), **sample, "rss_median": statistics.median(window),
+                        "stores": bounded_stores(snapshots)}
                 marks.append(mark)
                 print(f"  checkpoint {mark['checkpoint']:>9,}: at {count:,} events RSS {sample['rss'] / MIB:.1f} MiB,"
                       f" {int(sample['pending'] or 0)} pending, {mark['stores'].get('answered', {}).get('entries', '?')} answered"
@@ -289,12 +301,12 @@ def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, workdi
 def report(result: dict[str, Any], args: argparse.Namespace) -> bool:
     marks = result["marks"]
     print()
-    head = f"{'checkpoint':>10}  {'events seen':>11}  {'engine RSS MiB':>14}  {'pending':>7}  {'answered window':>15}  {'corr. features':>14}  {'stores MiB':>10}  {'labels':>7}  {'broker RSS MiB':>14}"
+    head = f"{'checkpoint':>10}  {'events seen':>11}  {'RSS MiB (sample)':>16}  {'RSS MiB (median 5 s)':>20}  {'pending':>7}  {'answered window':>15}  {'corr. features':>14}  {'stores MiB':>10}  {'labels':>7}  {'broker RSS MiB':>14}"
     print(head)
     print("-" * len(head))
     for m in marks:
         st = m["stores"]
-        print(f"{m['checkpoint']:>10,}  {m['events']:>11,}  {m['rss'] / MIB:>14.1f}  {int(m['pending'] or 0):>7,}"
+        print(f"{m['checkpoint']:>10,}  {m['events']:>11,}  {m['rss'] / MIB:>16.1f}  {m['rss_median'] / MIB:>20.1f}  {int(m['pending'] or 0):>7,}"
               f"  {st.get('answered', {}).get('entries', 0):>15,}  {st.get('answered_features', {}).get('entries', 0):>14,}"
               f"  {st.get('total_bytes', 0) / MIB:>10.1f}  {int(m['model_version'] or 0):>7,}"
               f"  {(m['broker_rss'] or 0) / MIB:>14.1f}")
@@ -302,13 +314,13 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> bool:
     ok = True
     if len(marks) >= 2:
         first, last = marks[0], marks[-1]
-        growth = last["rss"] - first["rss"]
+        growth = last["rss_median"] - first["rss_median"]
         stores = last["stores"].get("total_bytes", 0) - first["stores"].get("total_bytes", 0)
         unexplained = growth - stores
         per_event = unexplained / max(1, last["events"] - first["events"])
         ok = unexplained < args.tolerance_mib * MIB
         print(f"RSS growth {first['checkpoint']:,} -> {last['checkpoint']:,} events: {growth / MIB:+.1f} MiB"
-              f" ({100 * growth / first['rss']:+.1f}% of the RSS at {first['checkpoint']:,}); bounded stores grew {stores / MIB:+.1f} MiB;"
+              f" (median of 5 samples each; {100 * growth / first['rss_median']:+.1f}% of the RSS at {first['checkpoint']:,}); bounded stores grew {stores / MIB:+.1f} MiB;"
               f" unexplained {unexplained / MIB:+.1f} MiB ({per_event:+.1f} bytes/event)")
         print(f"verdict: {'PASS' if ok else 'FAIL'} (unexplained growth must stay under {args.tolerance_mib:g} MiB:"
               f" a leak of >= {args.tolerance_mib * MIB / max(1, last['events'] - first['events']):.0f} bytes per event would exceed it)")
