@@ -19,7 +19,13 @@ runner takes the record with :meth:`KafkaIO.take_rebalance` after each poll, see
 
 from __future__ import annotations
 
+import json
 import logging
+import select
+import signal
+import struct
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -160,6 +166,125 @@ class _RecordRebalance(ConsumerRebalanceListener):
             self.io._assigned.update((tp.topic, tp.partition) for tp in assigned)
 
 
+_FRAME = struct.Struct(">HI")  # a prediction in a batch: partition, length
+_MESSAGE = struct.Struct(">cI")  # engine -> writer: kind, length
+_CONFIG, _BATCH, _FLUSH, _QUIT = b"C", b"B", b"F", b"Q"
+
+
+def _prediction_writer_main() -> None:
+    """The writer process (``python -m stream_al.kafka_io``): batches on stdin become records."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the engine, which stops us
+    stdin, stdout = sys.stdin.buffer, sys.stdout
+    producer: KafkaProducer | None = None
+    topic = ""
+    errors: list[str] = []
+
+    def failed(exc: BaseException) -> None:
+        errors.append(repr(exc))
+
+    while True:
+        header = stdin.read(_MESSAGE.size)
+        if len(header) < _MESSAGE.size:
+            break  # the engine is gone: what it did not checkpoint is replayed from its last snapshot
+        kind, length = _MESSAGE.unpack(header)
+        payload = stdin.read(length)
+        if kind == _CONFIG:
+            config = json.loads(payload)
+            topic = config.pop("topic")
+            producer = KafkaProducer(**config)
+        elif kind == _BATCH:
+            view, offset, send = memoryview(payload), 0, producer.send  # type: ignore[union-attr]
+            while offset < length:
+                partition, size = _FRAME.unpack_from(view, offset)
+                offset += _FRAME.size
+                send(topic, value=bytes(view[offset : offset + size]), partition=partition).add_errback(failed)
+                offset += size
+        else:  # flush (or quit): report what happened to every send so far
+            try:
+                producer.flush(timeout=json.loads(payload)["timeout"])  # type: ignore[union-attr]
+                flushed = True
+            except KafkaTimeoutError:
+                flushed = False
+            stdout.write(json.dumps({"flushed": flushed, "errors": errors[:5], "count": len(errors)}) + "\n")
+            stdout.flush()
+            errors.clear()
+            if kind == _QUIT:
+                break
+    if producer is not None:
+        producer.close(timeout=5)
+
+
+class PredictionWriter:
+    """Writes predictions from a process of its own.
+
+    kafka-python spends ~15 µs of Python per produced record, under the engine's GIL; one prediction
+    per event made that the largest cost of the loop. The engine hands each batch to this process
+    as one framed buffer over a pipe (a full pipe blocks the engine: backpressure), and each
+    checkpoint asks it to flush and report failed sends, so the checkpoint protocol covers
+    predictions too. A plain subprocess, not multiprocessing: nothing of the caller is re-imported.
+    """
+
+    def __init__(self, config: dict[str, Any], topic: str, partitions: int):
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "stream_al.kafka_io"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+        )
+        self.partitions = partitions
+        self._frames: list[bytes] = []
+        self._broken: str | None = None
+        # Settings go through the pipe, not argv or the environment: they may hold passwords.
+        self._write(_CONFIG, json.dumps({**config, "topic": topic}).encode())
+
+    def _write(self, kind: bytes, payload: bytes) -> None:
+        if self._broken is None:
+            try:
+                self._process.stdin.write(_MESSAGE.pack(kind, len(payload)) + payload)  # type: ignore[union-attr]
+            except OSError as exc:
+                self._broken = f"prediction writer process gone (exit code {self._process.poll()}): {exc!r}"
+
+    def add(self, value: bytes, source_partition: int) -> None:
+        self._frames.append(_FRAME.pack(source_partition % self.partitions, len(value)))
+        self._frames.append(value)
+
+    def send_batch(self) -> None:
+        if self._frames:
+            self._write(_BATCH, b"".join(self._frames))
+            self._frames.clear()
+
+    def _ask(self, kind: bytes, timeout: float) -> dict[str, Any] | None:
+        self.send_batch()
+        self._write(kind, json.dumps({"timeout": timeout}).encode())
+        if self._broken is not None:
+            raise DeliveryError(self._broken)
+        ready, _, _ = select.select([self._process.stdout], [], [], timeout + 5)
+        if not ready:
+            return None
+        line = self._process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            self._broken = f"prediction writer process gone (exit code {self._process.poll()})"
+            raise DeliveryError(self._broken)
+        return json.loads(line)
+
+    def flush(self, timeout: float) -> bool:
+        """Flush the writer; raises DeliveryError on failed sends, False if still unacknowledged."""
+        report = self._ask(_FLUSH, timeout)
+        if report is None:
+            return False
+        if report["count"]:
+            raise DeliveryError(f"{report['count']} prediction(s) not delivered, first: {report['errors'][0]}")
+        return report["flushed"]
+
+    def close(self, timeout: float) -> None:
+        try:
+            self._ask(_QUIT, timeout)
+        except DeliveryError:
+            pass
+        try:
+            self._process.stdin.close()  # type: ignore[union-attr]
+            self._process.wait(timeout + 5)
+        except (OSError, subprocess.TimeoutExpired):
+            self._process.kill()
+
+
 class KafkaIO:
     """The engine's Kafka clients."""
 
@@ -204,7 +329,14 @@ class KafkaIO:
             fetch_max_wait_ms=100,
         )
         self.events_partition_count = len(self._partitions_of([self.topics.events]))
-        self.predictions_partition_count = len(self._partitions_of([self.topics.predictions])) if self.topics.predictions else 0
+        self.predictions: PredictionWriter | None = None
+        if self.topics.predictions:
+            partitions = len(self._partitions_of([self.topics.predictions]))
+            self.predictions = PredictionWriter(
+                {**base, "acks": "all", "linger_ms": max(5, kafka.producer_linger_ms), "batch_size": 512 * 1024,
+                 "delivery_timeout_ms": kafka.delivery_timeout_ms, "metrics_enabled": False, "enable_idempotence": False},
+                self.topics.predictions, partitions,
+            )
         self.events_consumer.subscribe([self.topics.events], listener=_RecordRebalance(self))
 
     def _partitions_of(self, topics: list[str]) -> list[Partition]:
@@ -270,13 +402,13 @@ class KafkaIO:
         future.add_errback(self._record_send_error, topic)
 
     def send_prediction(self, value: bytes, source_partition: int) -> None:
-        """Predictions go to the partition of their event: no key hashing, and per-partition order kept."""
-        partition = source_partition % self.predictions_partition_count
-        try:
-            future = self.producer.send(self.topics.predictions, value=value, partition=partition)
-        except MessageSizeTooLargeError as exc:
-            raise MessageTooLarge(str(exc)) from None
-        future.add_errback(self._record_send_error, "predictions")
+        """Predictions go to the partition of their event (no key hashing; per-partition order kept)."""
+        self.predictions.add(value, source_partition)  # type: ignore[union-attr]
+
+    def end_batch(self) -> None:
+        """Hand the batch's predictions to the writer process."""
+        if self.predictions is not None:
+            self.predictions.send_batch()
 
     def _record_send_error(self, exc: BaseException, topic: str) -> None:
         with self._lock_errors:
@@ -299,6 +431,8 @@ class KafkaIO:
             errors, self._send_errors = self._send_errors, []
         if errors:
             raise DeliveryError(f"{len(errors)} message(s) not delivered, first: {errors[0]}")
+        if self.predictions is not None:
+            flushed = self.predictions.flush(timeout) and flushed
         return flushed
 
     def close(self, timeout: float = 5.0) -> None:
@@ -308,6 +442,8 @@ class KafkaIO:
                 client.close(autocommit=False, timeout_ms=int(timeout * 1000))
             except Exception:  # closing after a broker loss must not mask the real error
                 log.debug("closing consumer failed", exc_info=True)
+        if self.predictions is not None:
+            self.predictions.close(timeout)
         try:
             self.producer.close(timeout=timeout)
         except Exception:
@@ -427,3 +563,7 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+if __name__ == "__main__":
+    _prediction_writer_main()

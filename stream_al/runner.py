@@ -266,6 +266,7 @@ class Runner:
                     send_prediction(value, record.partition)
             except MessageTooLarge as exc:
                 self._dead_letter(record, "send_output", "too_large", str(exc))
+        self.io.end_batch()  # type: ignore[union-attr]
         self.events_this_run += len(records)
         self.metrics.events.inc(len(records))
         self._last_batch_at = time.perf_counter()
@@ -342,6 +343,7 @@ class Runner:
         self.engine.set_budget_share(share)
         self.metrics.owned_partitions.set(len(owned))
         self.owns_partitions = bool(owned)
+        self._tick()  # readiness follows the new assignment at once
         log.info("events partitions: revoked %s, assigned %s; budget share %.2f", sorted(revoked), sorted(assigned), share)
 
     def _tick(self) -> None:
@@ -357,8 +359,9 @@ class Runner:
         m.model_version.set(engine.model_version)
         if self.health:
             owned = self.io.owned_events_partitions() if self.io else set()
-            if self.broker_down_since is not None:
-                self.health.set_ready(False, f"broker unreachable for {time.monotonic() - self.broker_down_since:.0f} s")
+            down_for = self.probe.seconds_unreachable() if self.probe else 0.0
+            if down_for > 0:
+                self.health.set_ready(False, f"broker unreachable for {down_for:.0f} s: {self.probe.last_error}")  # type: ignore[union-attr]
             elif owned:
                 self.health.set_ready(True, f"owns {len(owned)} events partition(s)")
             else:

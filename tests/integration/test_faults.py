@@ -165,6 +165,7 @@ def test_short_outage_is_ridden_out_and_nothing_is_lost(embedded_broker, topic_p
     with Analyst(settings, truth) as analyst, EngineThread(settings) as engine:
         runner = engine.runner
         wait_for(lambda: runner.engine.counters.labels_applied >= 50, 60, "labels not applied before the outage")
+        wait_for(lambda: runner.health.ready, 10, "not ready before the outage")
         embedded_broker.pause()
         try:
             wait_for(lambda: runner.health.ready is False, 15, "/readyz did not report the outage")
