@@ -1,4 +1,4 @@
-"""The ``stream-al`` command: ``run``, ``demo``, ``topics create|check``, ``config``."""
+"""The ``stream-al`` command: ``run``, ``review``, ``demo``, ``topics create|check``, ``config``."""
 
 from __future__ import annotations
 
@@ -75,6 +75,35 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_review(args: argparse.Namespace) -> int:
+    from stream_al.kafka_io import TopicsMissing
+    from stream_al.review.server import build_server
+
+    overrides: dict[str, Any] = {}
+    settings = load_settings(args.config, args.bootstrap)
+    review = {k: v for k, v in (("host", args.host), ("port", args.port), ("db_path", args.db)) if v is not None}
+    if review:
+        overrides["review"] = {**settings.review.model_dump(), **review}
+        settings = load_settings(args.config, args.bootstrap, **overrides)
+    setup_logging(settings.log_level)
+    if not settings.review.analysts:
+        raise SystemExit("no analysts configured: add review.analysts (name: token) to the config, "
+                         "or set STREAM_AL_REVIEW__ANALYSTS='{\"ana\": \"a-long-random-token\"}'")
+    try:
+        server = build_server(settings)
+    except OSError as exc:
+        raise SystemExit(f"cannot listen on {settings.review.host}:{settings.review.port}: {exc}") from None
+    log.info("review queue on %s (store %s, %d analysts)", server.url, settings.review.db_path, len(settings.review.analysts))
+    print(f"review queue on {server.url}", flush=True)
+    try:
+        server.run()
+    except TopicsMissing as exc:
+        log.error("%s", exc)
+        return 3
+    bridge = server.review.bridge
+    return 1 if bridge is not None and bridge.error else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stream_al.demo import DemoOptions, run_demo, run_traffic
 
@@ -113,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = with_config(sub.add_parser("config", help="print the effective settings (secrets masked)"))
     config.set_defaults(func=_cmd_config)
+
+    review = with_config(sub.add_parser("review", help="serve the analysts' review queue (web app)"))
+    review.add_argument("--host", help="listen address (default review.host, 127.0.0.1)")
+    review.add_argument("--port", type=int, help="listen port (default review.port, 8088)")
+    review.add_argument("--db", type=Path, help="SQLite file of the queue (default review.db_path)")
+    review.set_defaults(func=_cmd_review)
 
     from stream_al.demo import DemoOptions
 
