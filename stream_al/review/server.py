@@ -56,6 +56,7 @@ class ReviewServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.review.stopping = True  # live streams end now instead of holding the shutdown
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
