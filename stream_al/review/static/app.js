@@ -124,7 +124,7 @@ function showCard(card, amending = null) {
   $("#event-id").textContent = card.event_id;
   const [reason, why] = REASONS[card.reason] || [card.reason, ""];
   $("#why").replaceChildren(h("div", { class: "muted" }, "why it was asked"), h("span", { class: "badge " + card.reason }, reason),
-    card.double ? h("span", { class: "badge double" }, " 2 analysts") : null, h("div", {}, why),
+    card.double ? h("span", { class: "badge double" }, `two analysts answer this item (${card.answers_so_far} so far)`) : "", h("div", {}, why),
     h("div", { class: "muted" }, `p(query) ${card.p_query === null || card.p_query === undefined ? "-" : card.p_query.toFixed(3)} · priority ${card.priority.toFixed(2)}`));
   $("#model-version").textContent = card.model_version;
   $("#predicted").textContent = card.predicted === null ? "-" : card.predicted;
