@@ -112,7 +112,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap, events=args.events, rate=args.rate, budget=args.budget, analysts=args.analysts,
         answers_per_second=args.answers_per_second, answer_delay=args.answer_delay, seed=args.seed,
         summary_json=args.summary_json, progress=not args.no_progress, metrics_port=args.metrics_port,
-        traffic_only=args.traffic_only,
+        traffic_only=args.traffic_only, review_port=None if args.no_review else args.review_port,
+        human_share=args.human_share,
     )
     if args.traffic_only:
         if not (args.config or args.bootstrap):
@@ -165,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=d.seed)
     demo.add_argument("--summary-json", type=Path, help="write the final summary here")
     demo.add_argument("--metrics-port", type=int, default=d.metrics_port, help=f"engine /metrics port (default {d.metrics_port}; taken: any free port)")
+    demo.add_argument("--review-port", type=int, default=d.review_port, help=f"port of the review queue web app (default {d.review_port}; taken: any free port)")
+    demo.add_argument("--no-review", action="store_true", help="do not start the review queue web app")
+    demo.add_argument("--human-share", type=float, default=d.human_share, help=f"share of requests the simulated analysts leave to the review app (default {d.human_share:g})")
     demo.add_argument("--no-progress", action="store_true", help="no live progress line")
     demo.add_argument("--verbose", action="store_true", help="engine logs on stderr")
     demo.set_defaults(func=_cmd_demo)

@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from stream_al.config import Settings
+from stream_al.messages import LabelRequest
 from stream_al.review.bridge import KafkaBridge
 from stream_al.review.metrics import ReviewMetrics
 from stream_al.review.store import ReviewError, ReviewStore
@@ -254,9 +255,12 @@ class ReviewApp:
 
 
 def create_app(settings: Settings, store: ReviewStore | None = None, bridge: bool = True,
-               clock: Callable[[], float] = time.time) -> FastAPI:
-    """The app factory: a store at ``review.db_path`` (unless given) and, by default, the Kafka bridge."""
+               clock: Callable[[], float] = time.time, accept: Callable[[LabelRequest], bool] | None = None) -> FastAPI:
+    """The app factory: a store at ``review.db_path`` (unless given) and, by default, the Kafka bridge.
+
+    ``accept`` picks the requests this queue serves (default: all of them).
+    """
     store = store or ReviewStore(settings.review.db_path, settings.classes, settings.positive_class, settings.review)
     metrics = ReviewMetrics()
-    kafka_bridge = KafkaBridge(settings, store, metrics, clock=clock) if bridge else None
+    kafka_bridge = KafkaBridge(settings, store, metrics, clock=clock, accept=accept) if bridge else None
     return ReviewApp(settings, store, metrics, kafka_bridge, clock).build()

@@ -29,7 +29,7 @@ import orjson
 from stream_al.config import Settings
 from stream_al.engine import request_id_for
 from stream_al.kafka_io import RecordProducer, TopicReader
-from stream_al.messages import InvalidInput, canonical_label, parse_label, parse_label_request
+from stream_al.messages import InvalidInput, LabelRequest, canonical_label, parse_label, parse_label_request
 from stream_al.review.metrics import ReviewMetrics
 from stream_al.review.store import ReviewStore
 
@@ -44,12 +44,14 @@ class KafkaBridge:
     def __init__(
         self, settings: Settings, store: ReviewStore, metrics: ReviewMetrics,
         clock: Callable[[], float] = time.time, sweep_every: float = 0.5,
+        accept: Callable[[LabelRequest], bool] | None = None,
     ):
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.clock = clock
         self.sweep_every = sweep_every
+        self.accept = accept  # which requests this queue serves (all by default; the demo keeps a share)
         self.stop_event = threading.Event()
         self.caught_up = threading.Event()
         self.error: str | None = None
@@ -124,6 +126,9 @@ class KafkaBridge:
         except InvalidInput as exc:
             self.metrics.bad_messages.labels(exc.reason).inc()
             log.warning("bad label request at %s:%d:%d skipped: %s", *position, exc.detail)
+            self.store.skip_record(position)
+            return
+        if self.accept is not None and not self.accept(request):
             self.store.skip_record(position)
             return
         if self.store.add_request(request, self.clock(), position):
