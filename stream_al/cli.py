@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,7 +77,6 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
-    from stream_al.kafka_io import TopicsMissing
     from stream_al.review.server import build_server
 
     overrides: dict[str, Any] = {}
@@ -94,14 +94,25 @@ def _cmd_review(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise SystemExit(f"cannot listen on {settings.review.host}:{settings.review.port}: {exc}") from None
     log.info("review queue on %s (store %s, %d analysts)", server.url, settings.review.db_path, len(settings.review.analysts))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
     print(f"review queue on {server.url}", flush=True)
-    try:
-        server.run()
-    except TopicsMissing as exc:
-        log.error("%s", exc)
-        return 3
     bridge = server.review.bridge
-    return 1 if bridge is not None and bridge.error else 0
+    try:
+        while not stop.wait(0.5):
+            if bridge is not None and bridge.error:
+                break  # a supervisor restarts us; the database keeps every answer
+            if not server.alive:
+                log.error("the web server stopped")
+                return 1
+    finally:
+        server.stop()
+    if bridge is not None and bridge.error:
+        log.error("Kafka bridge failed: %s", bridge.error)
+        return 3 if "TopicsMissing" in bridge.error else 1
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

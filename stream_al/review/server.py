@@ -40,6 +40,10 @@ class ReviewServer:
     def review(self) -> ReviewApp:
         return self.app.state.review
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM (uvicorn's handlers, main thread only)."""
         self.server.run(sockets=[self.socket])

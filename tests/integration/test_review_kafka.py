@@ -108,3 +108,50 @@ def test_bridge_fills_the_queue_delivers_answers_and_the_topics_rebuild_it(kafka
     finally:
         bridge.stop()
         store.close()
+
+
+def test_stream_al_review_command_serves_until_sigterm(kafka_bootstrap, topic_prefix, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    import yaml
+
+    settings = review_settings(kafka_bootstrap, topic_prefix, str(tmp_path / "cli.sqlite3"))
+    config = settings.model_dump(mode="json")
+    config["review"]["analysts"] = {}  # the token comes from the environment, like a real secret
+    config["review"]["port"] = 0
+    path = tmp_path / "review.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "STREAM_AL_REVIEW__ANALYSTS": '{"ana": "ana-secret-token"}', "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "review.log"
+    process = subprocess.Popen([sys.executable, "-m", "stream_al.cli", "review", "--config", str(path)],
+                               stdout=subprocess.PIPE, stderr=log.open("w"), env=env, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("review queue on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        wait_for(lambda: _status(url + "/readyz") == 200, 20, "stream-al review never became ready")
+        request = urllib.request.Request(url + "/api/me", headers={"Authorization": "Bearer ana-secret-token"})
+        assert orjson.loads(urllib.request.urlopen(request, timeout=5).read())["analyst"] == "ana"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        output = process.stdout.read() + log.read_text()
+        assert "review queue on" in output and "ana-secret-token" not in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=2).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
