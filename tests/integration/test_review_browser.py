@@ -112,9 +112,10 @@ def sign_in(driver: Any, url: str, token: str) -> None:
 
 
 def wait_until(driver: Any, condition: Any, timeout: float = 15) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def press(driver: Any, keys: str) -> None:
@@ -124,16 +125,12 @@ def press(driver: Any, keys: str) -> None:
 
 
 def queue_ids(driver: Any) -> list[str]:
-    from selenium.webdriver.common.by import By
-
-    return [row.get_attribute("data-request-id") for row in driver.find_elements(By.CSS_SELECTOR, "#queue-list .queue-row")]
+    """The request ids in the live queue list, read in one script (the list is re-rendered on every push)."""
+    return driver.execute_script("return [...document.querySelectorAll('#queue-list .queue-row')].map(e => e.dataset.requestId)")
 
 
 def card_id(driver: Any) -> str | None:
-    from selenium.webdriver.common.by import By
-
-    card = driver.find_element(By.ID, "card")
-    return card.get_attribute("data-request-id") if card.is_displayed() else None
+    return driver.execute_script("const c = document.getElementById('card'); return c.hidden ? null : (c.dataset.requestId || null)")
 
 
 def test_a_request_arrives_live_and_a_keyboard_answer_reaches_the_engine(loop, browser):
