@@ -1,4 +1,4 @@
-"""The ``stream-al`` command: ``run``, ``demo``, ``topics create|check``, ``config``."""
+"""The ``stream-al`` command: ``run``, ``review``, ``demo``, ``topics create|check``, ``config``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -90,6 +91,45 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_review(args: argparse.Namespace) -> int:
+    from stream_al.review.server import build_server
+
+    overrides: dict[str, Any] = {}
+    settings = load_settings(args.config, args.bootstrap)
+    review = {k: v for k, v in (("host", args.host), ("port", args.port), ("db_path", args.db)) if v is not None}
+    if review:
+        overrides["review"] = {**settings.review.model_dump(), **review}
+        settings = load_settings(args.config, args.bootstrap, **overrides)
+    setup_logging(settings.log_level)
+    if not settings.review.analysts:
+        raise SystemExit("no analysts configured: add review.analysts (name: token) to the config, "
+                         "or set STREAM_AL_REVIEW__ANALYSTS='{\"ana\": \"a-long-random-token\"}'")
+    try:
+        server = build_server(settings)
+    except OSError as exc:
+        raise SystemExit(f"cannot listen on {settings.review.host}:{settings.review.port}: {exc}") from None
+    log.info("review queue on %s (store %s, %d analysts)", server.url, settings.review.db_path, len(settings.review.analysts))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    print(f"review queue on {server.url}", flush=True)
+    bridge = server.review.bridge
+    try:
+        while not stop.wait(0.5):
+            if bridge is not None and bridge.error:
+                break  # a supervisor restarts us; the database keeps every answer
+            if not server.alive:
+                log.error("the web server stopped")
+                return 1
+    finally:
+        server.stop()
+    if bridge is not None and bridge.error:
+        log.error("Kafka bridge failed: %s", bridge.error)
+        return 3 if "TopicsMissing" in bridge.error else 1
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stream_al.demo import DemoOptions, run_demo, run_traffic
 
@@ -98,7 +138,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap, events=args.events, rate=args.rate, budget=args.budget, analysts=args.analysts,
         answers_per_second=args.answers_per_second, answer_delay=args.answer_delay, seed=args.seed,
         summary_json=args.summary_json, progress=not args.no_progress, metrics_port=args.metrics_port,
-        traffic_only=args.traffic_only,
+        traffic_only=args.traffic_only, review_port=None if args.no_review else args.review_port,
+        human_share=args.human_share,
     )
     if args.traffic_only:
         if not (args.config or args.bootstrap):
@@ -133,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     config = with_config(sub.add_parser("config", help="print the effective settings (secrets masked)"))
     config.set_defaults(func=_cmd_config)
 
+    review = with_config(sub.add_parser("review", help="serve the analysts' review queue (web app)"))
+    review.add_argument("--host", help="listen address (default review.host, 127.0.0.1)")
+    review.add_argument("--port", type=int, help="listen port (default review.port, 8088)")
+    review.add_argument("--db", type=Path, help="SQLite file of the queue (default review.db_path)")
+    review.set_defaults(func=_cmd_review)
+
     from stream_al.demo import DemoOptions
 
     d = DemoOptions()
@@ -149,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=d.seed)
     demo.add_argument("--summary-json", type=Path, help="write the final summary here")
     demo.add_argument("--metrics-port", type=int, default=d.metrics_port, help=f"engine /metrics port (default {d.metrics_port}; taken: any free port)")
+    demo.add_argument("--review-port", type=int, default=d.review_port, help=f"port of the review queue web app (default {d.review_port}; taken: any free port)")
+    demo.add_argument("--no-review", action="store_true", help="do not start the review queue web app")
+    demo.add_argument("--human-share", type=float, default=d.human_share, help=f"share of requests the simulated analysts leave to the review app (default {d.human_share:g})")
     demo.add_argument("--no-progress", action="store_true", help="no live progress line")
     demo.add_argument("--verbose", action="store_true", help="engine logs on stderr")
     demo.set_defaults(func=_cmd_demo)

@@ -164,6 +164,38 @@ class MetricsSettings(_Section):
     port: int = Field(9108, ge=0, le=65535, description="0 picks a free port")
 
 
+_ANALYST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+
+
+class ReviewSettings(_Section):
+    """The analysts' review queue (``stream-al review``): web server, store, claims, priority, analysts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=0, le=65535, description="0 picks a free port")
+    db_path: Path = Field(Path("state/review.sqlite3"), description="SQLite file; empty or missing: rebuilt from the topics")
+    claim_ttl_seconds: float = Field(60.0, ge=2, description="an open card renews its claim; an abandoned one returns after this")
+    analysts: dict[str, SecretStr] = Field(default_factory=dict, description="analyst name -> sign-in token")
+    double_annotation_share: float = Field(0.1, ge=0, le=1, description="share of items answered by two analysts (agreement)")
+    amend_window_seconds: float = Field(900.0, gt=0, description="how long an answer may be undone or amended")
+    score_weight: float = Field(0.5, ge=0, description="queue rank: weight of the positive-class score")
+    age_weight: float = Field(0.5, ge=0, description="queue rank: weight of the request's age (nothing starves)")
+    age_horizon_seconds: float = Field(600.0, gt=0, description="age at which the age term is full")
+    page_size: int = Field(30, ge=1, le=500, description="queue rows pushed to each analyst")
+
+    @field_validator("analysts")
+    @classmethod
+    def _analysts_valid(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, token in value.items():
+            if not _ANALYST_NAME.match(name):
+                raise ValueError(f"analyst name {name!r} must be 1-40 letters, digits, '_', '.', '-'")
+            if len(token.get_secret_value()) < 8:
+                raise ValueError(f"analyst {name!r}: token must be at least 8 characters")
+        tokens = [t.get_secret_value() for t in value.values()]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("analyst tokens must be distinct")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything the engine needs. Build it with :meth:`Settings.load`."""
 
@@ -184,6 +216,7 @@ class Settings(BaseSettings):
     requests: RequestSettings = RequestSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     metrics: MetricsSettings = MetricsSettings()
+    review: ReviewSettings = ReviewSettings()
 
     @field_validator("classes", mode="before")
     @classmethod

@@ -8,16 +8,21 @@ and runs, side by side:
   fraud pattern changes half-way), with a little bad input mixed in;
 - a simulated analyst team that reads label requests, answers each after a random delay, at a
   limited rate per analyst, and makes a few mistakes of form (unknown class, orphan, duplicate);
-- a scorer that reads the predictions topic and compares it with the truth.
+- a scorer that reads the predictions topic and compares it with the truth;
+- the analysts' review queue (``stream-al review``) on the demo's topics, unless ``--no-review``:
+  the simulated analysts leave a share of the requests (``--human-share``) to the people who open
+  the page, so a newcomer can answer requests with the keyboard while the stream runs.
 
 It prints live progress, then a summary table; ``--summary-json`` writes the summary.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import queue
+import secrets
 import shutil
 import socket
 import sys
@@ -53,6 +58,16 @@ class DemoOptions:
     progress: bool = True
     metrics_port: int = 9108
     traffic_only: bool = False  # producer and analysts only, for an engine running elsewhere
+    review_port: int | None = 8088  # the review queue's port (0: any free port); None: no review app
+    human_share: float = 0.1  # requests the simulated analysts leave to the people in the review app
+
+
+def for_humans(request_id: str, share: float) -> bool:
+    """Whether the simulated analysts leave this request to the review app (a fixed share of ids)."""
+    if share <= 0:
+        return False
+    draw = int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8, person=b"humans").digest(), "big")
+    return draw / 2**64 < share
 
 
 class Scoreboard:
@@ -104,6 +119,8 @@ class Demo:
         self.scoreboard = Scoreboard(settings.positive_class or settings.classes[-1])
         self.requests: queue.Queue[dict[str, Any]] = queue.Queue()
         self.runner = None if options.traffic_only else Runner(settings, RunLimits(), stats_path=workdir / "engine-stats.json")
+        self.review_server: Any = None
+        self.left_for_humans = 0
 
     @staticmethod
     def demo_settings(options: DemoOptions, bootstrap: str, workdir: Path) -> Settings:
@@ -121,6 +138,8 @@ class Demo:
             requests={"ttl_seconds": 60, "label_wait_seconds": 5},
             snapshots={"dir": str(workdir / "snapshots"), "interval_seconds": 10},
             metrics={"port": options.metrics_port},
+            review={"port": options.review_port or 0, "db_path": str(workdir / "review.sqlite3"), "double_annotation_share": 0.1,
+                    "analysts": {"you": secrets.token_urlsafe(12), "alex": secrets.token_urlsafe(12)}},
         )
 
     # -- the parts ------------------------------------------------------------------------------
@@ -161,6 +180,9 @@ class Demo:
                     request = orjson.loads(record.value)
                     if request["request_id"] not in seen:  # replays after a restart repeat requests
                         seen.add(request["request_id"])
+                        if self.review_server is not None and for_humans(request["request_id"], self.options.human_share):
+                            self.left_for_humans += 1  # answered in the review app, or expires there
+                            continue
                         self.requests.put(request)
         finally:
             reader.close()
@@ -216,8 +238,30 @@ class Demo:
 
     # -- orchestration --------------------------------------------------------------------------
 
+    def start_review(self) -> None:
+        """The review queue on the demo's topics, in this process (uvicorn in a thread)."""
+        from stream_al.review.app import create_app
+        from stream_al.review.server import ReviewServer
+
+        review = self.settings.review
+        share = self.options.human_share
+        # The page serves only the requests the simulated analysts leave alone: nobody answers under your cursor.
+        app = create_app(self.settings, accept=lambda request: for_humans(request.request_id, share))
+        try:
+            server = ReviewServer(app, review.host, review.port)
+        except OSError:  # the port is taken: any free one
+            server = ReviewServer(app, review.host, 0)
+        self.review_server = server.start()
+        you = review.analysts["you"].get_secret_value()
+        alex = review.analysts["alex"].get_secret_value()
+        print(f"review queue: {server.url}  (sign in as 'you' with token {you}; a second analyst 'alex': {alex})", flush=True)
+        print(f"  {self.options.human_share:.0%} of the requests are left to you there (the simulated analysts answer the rest); "
+              "keys: N next, 1/2 legit/fraud, 0 can't tell, S skip, U undo", flush=True)
+
     def run(self) -> dict[str, Any]:
         create_topics(self.settings)
+        if self.options.review_port is not None and self.runner is not None:
+            self.start_review()
         engine = threading.Thread(target=self._run_engine, name="engine", daemon=True)
         if self.runner is not None:
             engine.start()
@@ -240,6 +284,9 @@ class Demo:
             self.stop.set()
             for worker in workers:
                 worker.join(timeout=5)
+            if self.review_server is not None:
+                self.review_stats = self.review_server.review.store.stats(time.time())
+                self.review_server.stop()
         return self.summary(time.monotonic() - started)
 
     def _run_engine(self) -> None:
@@ -319,7 +366,15 @@ class Demo:
             "label_to_update_seconds": stats["label_to_update_seconds"],
             "elapsed_seconds": round(elapsed, 1),
             "engine_exit_code": getattr(self, "exit_code", None),
+            "review": self._review_summary(),
         }
+
+    def _review_summary(self) -> dict[str, Any] | None:
+        stats = getattr(self, "review_stats", None)
+        if stats is None:
+            return None
+        return {"left_for_humans": self.left_for_humans, "requests": stats["requests"], "answers": stats["answers"],
+                "labels_sent": stats["labels_sent"], "expired": stats["expired"]}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -337,6 +392,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("label to update p50/p99", "{p50} / {p99}".format(**{k: f"{v * 1000:.1f} ms" if v is not None else "-" for k, v in summary["label_to_update_seconds"].items() if k != "count"})),
         ("wall time", f"{summary['elapsed_seconds']} s"),
     ]
+    if summary.get("review"):
+        r = summary["review"]
+        rows.insert(-1, ("review queue", f"{r['left_for_humans']} left for people, {r['answers']} answered there, {r['expired']} expired"))
     width = max(len(name) for name, _ in rows)
     print("\nstream-al demo summary")
     print("-" * (width + 40))

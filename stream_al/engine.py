@@ -38,7 +38,7 @@ from river import base
 
 from stream_al.config import Settings
 from stream_al.messages import Event, Features, InvalidInput, LabelMessage, LabelRequest, canonical_label, numeric_features
-from stream_al.models import build_model
+from stream_al.models import build_model, linear_contributions
 from stream_al.sampling import Budget, FractionBudget, RateBudget, VariableUncertainty
 
 
@@ -163,6 +163,7 @@ class Engine:
                 scores=scores, predicted=predicted, uncertainty=choice.uncertainty, reason=choice.reason,
                 p_query=choice.p_query, priority=min(1.0, choice.uncertainty * self._normaliser),
                 model_version=self.model_version,
+                contributions=linear_contributions(self.model, event.features, predicted),
             )
             self._remember(decision.request)
             self.counters.requests += 1

@@ -513,6 +513,22 @@ class RecordProducer:
     def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         self.producer.send(topic, value=value, key=key)
 
+    def deliver(self, topic: str, messages: list[tuple[bytes | None, bytes]], timeout: float = 10.0) -> list[str | None]:
+        """Send ``(key, value)`` messages and wait for each: ``None`` where delivered, else the error."""
+        futures = [self.producer.send(topic, value=value, key=key) for key, value in messages]
+        try:
+            self.producer.flush(timeout=timeout)
+        except KafkaError as exc:
+            log.warning("flush failed: %r", exc)
+        results: list[str | None] = []
+        for future in futures:
+            try:
+                future.get(timeout=0.1)
+                results.append(None)
+            except Exception as exc:  # KafkaError or a timeout: the caller keeps the message for a retry
+                results.append(repr(exc))
+        return results
+
     def flush(self) -> None:
         self.producer.flush()
 
@@ -523,43 +539,59 @@ class RecordProducer:
 class TopicReader:
     """Reads whole topics from a position, without a group (demo analysts, benchmarks, tests)."""
 
-    def __init__(self, kafka: KafkaSettings, topics: list[str], from_beginning: bool = True, **overrides: Any):
+    def __init__(
+        self, kafka: KafkaSettings, topics: list[str], from_beginning: bool = True,
+        start_offsets: dict[Partition, int] | None = None, **overrides: Any,
+    ):
         self.consumer = KafkaConsumer(
             **{**client_config(kafka), "enable_auto_commit": False, "metrics_enabled": False, "fetch_max_wait_ms": 50, **overrides}
         )
+        missing = [t for t in topics if not self.consumer.partitions_for_topic(t)]
+        if missing:
+            self.consumer.close()
+            raise TopicsMissing(f"topics {missing} do not exist on {kafka.bootstrap_servers}: run `stream-al topics create`")
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or ())]
-        if not partitions:
-            raise TopicsMissing(f"topics {topics} do not exist")
+        self.partitions = partitions
         self.consumer.assign(partitions)
-        if from_beginning:
-            self.consumer.seek_to_beginning(*partitions)
-        else:
-            self.consumer.seek_to_end(*partitions)
+        offsets = start_offsets or {}
+        rest = [tp for tp in partitions if (tp.topic, tp.partition) not in offsets]
+        for tp in partitions:
+            if (tp.topic, tp.partition) in offsets:
+                self.consumer.seek(tp, offsets[(tp.topic, tp.partition)])
+        if rest:
+            if from_beginning:
+                self.consumer.seek_to_beginning(*rest)
+            else:
+                self.consumer.seek_to_end(*rest)
+
+    def caught_up(self) -> bool:
+        """Whether every partition has been read up to its high watermark.
+
+        The high watermark comes from fetch responses: ListOffsets (``end_offsets``, ``seek_to_end``)
+        undercounts on some Kafka-protocol brokers (Tansu) after multi-record batches. False until
+        a first fetch has answered for every partition.
+        """
+        for tp in self.partitions:
+            highwater = self.consumer.highwater(tp)
+            if highwater is None or self.consumer.position(tp) < highwater:
+                return False
+        return True
 
     def poll(self, timeout_ms: int = 100, max_records: int = 5000) -> list[Any]:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         return [record for records in batches.values() for record in records]
 
     def read_to_end(self, timeout: float = 120.0) -> tuple[list[Any], dict[Partition, int]]:
-        """Every record up to the high watermark, in log order per partition, and the positions reached.
-
-        The high watermark comes from fetch responses: ListOffsets (``end_offsets``, ``seek_to_end``)
-        undercounts on some Kafka-protocol brokers (Tansu) after multi-record batches.
-        """
-        partitions = list(self.consumer.assignment())
-        self.consumer.seek_to_beginning(*partitions)
+        """Every record from the start up to the high watermark, in log order per partition, and
+        the positions reached."""
+        self.consumer.seek_to_beginning(*self.partitions)
         records: list[Any] = []
         deadline = time.monotonic() + timeout
-
-        def behind(tp: TopicPartition) -> bool:
-            highwater = self.consumer.highwater(tp)
-            return highwater is None or self.consumer.position(tp) < highwater
-
-        while any(behind(tp) for tp in partitions):
+        while not self.caught_up():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {sorted(str(tp) for tp in partitions)} to the end in {timeout:.0f} s")
+                raise TimeoutError(f"could not read {sorted(str(tp) for tp in self.partitions)} to the end in {timeout:.0f} s")
             records.extend(self.poll(200))
-        return records, {(tp.topic, tp.partition): self.consumer.position(tp) for tp in partitions}
+        return records, {(tp.topic, tp.partition): self.consumer.position(tp) for tp in self.partitions}
 
     def close(self) -> None:
         self.consumer.close()

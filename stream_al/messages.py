@@ -285,6 +285,9 @@ class LabelRequest(BaseModel):
     p_query: float
     priority: float
     model_version: int
+    contributions: dict[str, float] | None = Field(
+        None, description="linear models only: the features that pushed the score most (weight x scaled value)"
+    )
 
 
 class Prediction(BaseModel):

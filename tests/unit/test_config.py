@@ -262,3 +262,26 @@ def test_shipped_config_loads():
     assert s.requests.ttl_seconds == 3600.0
     assert s.kafka.security_protocol == "PLAINTEXT"
     assert s.metrics.host == "127.0.0.1"
+
+
+# -- the review queue's section --------------------------------------------------------------------
+
+
+def test_review_section_defaults_tokens_are_secret_and_validated(monkeypatch):
+    from pydantic import ValidationError
+
+    from stream_al.config import Settings
+
+    s = Settings(classes=["legit", "fraud"])
+    assert s.review.host == "127.0.0.1" and s.review.analysts == {} and 0 <= s.review.double_annotation_share <= 1
+    monkeypatch.setenv("STREAM_AL_REVIEW__ANALYSTS", '{"ana": "ana-secret-token"}')
+    s = Settings(classes=["legit", "fraud"])
+    assert s.review.analysts["ana"].get_secret_value() == "ana-secret-token"
+    assert "ana-secret-token" not in repr(s) and "ana-secret-token" not in str(s.redacted())
+    monkeypatch.delenv("STREAM_AL_REVIEW__ANALYSTS")
+    for analysts, message in [({"ana": "short"}, "at least 8"), ({"a b": "long-enough-token"}, "letters, digits"),
+                              ({"ana": "same-token-1", "bob": "same-token-1"}, "distinct")]:
+        with pytest.raises(ValidationError, match=message):
+            Settings(classes=["legit", "fraud"], review={"analysts": analysts})
+    with pytest.raises(ValidationError):
+        Settings(classes=["legit", "fraud"], review={"double_annotation_share": 1.5})

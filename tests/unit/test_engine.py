@@ -81,6 +81,19 @@ def test_event_makes_a_request_with_features_and_expiry():
     assert engine.counters.events == 1 and engine.counters.requests == 1
 
 
+def test_request_carries_linear_contributions_and_none_for_other_models():
+    engine = Engine(settings(positive_class="fraud"))
+    for i in range(40):
+        x = {"amount": float(i % 10), "hour": 3.0}
+        engine.on_label(LabelMessage(event_id=f"t{i}", label="fraud" if i % 10 > 6 else "legit", features=x), now=T0)
+    request = ask(engine, "big", features={"amount": 9.0, "hour": 3.0})
+    assert request.contributions is not None and list(request.contributions)[0] == "amount"
+    assert request.contributions["amount"] > 0  # a large amount pushes towards fraud
+    assert LabelRequest.model_validate_json(request.model_dump_json()).contributions == request.contributions
+    other = Engine(settings(model={"name": "gaussian_nb"}))
+    assert ask(other, 1).contributions is None
+
+
 def test_cold_start_request_from_a_model_that_knows_no_class():
     engine = Engine(settings(model={"name": "gaussian_nb"}))
     decision = engine.on_event(event(0), now=T0)

@@ -160,3 +160,35 @@ def test_binary_only_dotted_classifier_is_adapted_or_refused():
     check_probabilities(model.predict_proba_one({"x1": 1.0}), BINARY)
     model.learn_one({"x1": 1.0}, "fraud")
     check_probabilities(model.predict_proba_one({"x1": 1.0}), BINARY)
+
+
+# -- contributions on label requests (the review card's "why this score") -------------------------
+
+
+def test_linear_contributions_are_weight_times_scaled_value_largest_first() -> None:
+    from river import linear_model, preprocessing
+
+    from stream_al.models import linear_contributions
+
+    model = build_model("logistic_regression", {}, ("legit", "fraud"))
+    for i in range(50):
+        model.learn_one({"amount": float(i % 10), "hour": float(i % 3), "noise": 1.0}, "fraud" if i % 10 > 6 else "legit")
+    x = {"amount": 9.0, "hour": 0.0, "noise": 1.0}
+    scaler, wrapper = model.steps.values()
+    assert isinstance(scaler, preprocessing.StandardScaler) and isinstance(wrapper.classifier, linear_model.LogisticRegression)
+    scaled = scaler.transform_one(x)
+    expected = {k: wrapper.classifier.weights.get(k, 0.0) * v for k, v in scaled.items()}
+    got = linear_contributions(model, x, "fraud", top=2)
+    assert list(got) == sorted(expected, key=lambda k: abs(expected[k]), reverse=True)[:2]
+    assert got["amount"] == pytest.approx(expected["amount"], abs=1e-4) and got["amount"] > 0
+
+
+def test_linear_contributions_multiclass_uses_the_predicted_class_and_none_for_other_models() -> None:
+    from stream_al.models import linear_contributions
+
+    model = build_model("logistic_regression", {}, ("a", "b", "c"))
+    for i in range(30):
+        model.learn_one({"x": float(i % 3)}, "abc"[i % 3])
+    assert set(linear_contributions(model, {"x": 2.0}, "c")) == {"x"}
+    assert linear_contributions(model, {"x": 2.0}, "zzz") is None
+    assert linear_contributions(build_model("hoeffding_tree"), {"x": 1.0}, "a") is None
