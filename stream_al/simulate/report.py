@@ -64,12 +64,13 @@ def plot(path: Path, stream: Stream, results: Sequence[RunResult], title: str | 
     from matplotlib import pyplot as plt
 
     fig, (by_events, by_labels) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    greys = iter(["0.5", "0.3", "0.65", "0.15", "0.8"] * 10)  # one shade per random baseline (one per budget)
     for r in results:
         style: dict[str, Any] = {"linewidth": 1.6}
         if r.kind == "full_supervision":
             style.update(color="black", linestyle="--")
         elif r.kind == "random":
-            style.update(color="grey", linestyle=":", linewidth=2.0)
+            style.update(color=next(greys), linestyle=":", linewidth=2.0)
         by_events.plot(r.curve.events, r.curve.accuracy, label=r.name, **style)
         points = [(max(lab, 1), acc) for lab, acc in zip(r.curve.labels, r.curve.accuracy)]
         if points:
