@@ -37,7 +37,7 @@ from river import active, metrics
 from stream_al.config import Settings
 from stream_al.engine import ordered_classes
 from stream_al.models import build_model
-from stream_al.simulate import LabelDelay, SimOptions, load_stream, random_settings, simulate
+from stream_al.simulate import LabelDelay, SimOptions, load_stream, random_settings, simulate, with_strategy
 from stream_al.simulate.data import Stream
 from stream_al.simulate.delivery import Delivery
 
@@ -197,18 +197,22 @@ def skactiveml_run(name: str, stream: Stream, budget: float, delay: int, seed: i
     return _prequential(stream, delay, decide, learn)
 
 
-def ours(stream: Stream, budget: float, delay: int, seed: int, random: bool = False) -> Row:
+def ours(stream: Stream, budget: float, delay: int, seed: int, random: bool = False, strategy: str | None = None) -> Row:
+    """stream-al through the simulator: its default strategy, the random baseline, or a named strategy."""
     settings = Settings(classes=list(stream.classes), positive_class=stream.positive_class, seed=seed,
                         budget={"fraction": budget, "clock": "event"})
+    name = OURS
     if random:
-        settings, _ = random_settings(settings)
+        settings, name = random_settings(settings)[0], OURS_RANDOM
+    elif strategy is not None:
+        settings, name = with_strategy(settings, strategy), f"{OURS} {strategy}"
     result = simulate(stream, settings, SimOptions(delay=LabelDelay("events", delay)))
-    return Row(stream.name, budget, delay, OURS_RANDOM if random else OURS, result.accuracy, result.budget_achieved,
+    return Row(stream.name, budget, delay, name, result.accuracy, result.budget_achieved,
                result.decisions_per_second, result.seconds, result.window_ok)
 
 
 def run_panel(streams: list[str], budgets: list[float], delays: list[int], events: int | None, seed: int,
-              peers: list[str] | None, log: Callable[[str], None]) -> list[Row]:
+              peers: list[str] | None, log: Callable[[str], None], extra: list[str] = ()) -> list[Row]:
     rows: list[Row] = []
     for name in streams:
         stream = load_stream(name, events=events, seed=seed)
@@ -219,6 +223,7 @@ def run_panel(streams: list[str], budgets: list[float], delays: list[int], event
             for delay in delays:
                 rows.append(ours(stream, budget, delay, seed))
                 rows.append(ours(stream, budget, delay, seed, random=True))
+                rows.extend(ours(stream, budget, delay, seed, strategy=name) for name in extra)
                 for peer in peer_names:
                     started = time.perf_counter()
                     try:
@@ -238,7 +243,7 @@ def run_panel(streams: list[str], budgets: list[float], delays: list[int], event
 def report(rows: list[Row]) -> tuple[str, dict[str, Any]]:
     """A markdown table (best peer marked with *) and the targets, checked."""
     strategies = list(dict.fromkeys(r.strategy for r in rows))
-    peers = [s for s in strategies if s not in (OURS, OURS_RANDOM)]
+    peers = [s for s in strategies if not s.startswith(OURS)]
     keys = list(dict.fromkeys((r.stream, r.budget, r.delay) for r in rows))
     by = {(r.stream, r.budget, r.delay, r.strategy): r for r in rows}
     short = [s.replace("skal ", "").replace("river ", "") for s in strategies]
@@ -296,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delays", help="comma-separated label delays in events")
     p.add_argument("--events", type=int, help="events per stream (default: whole bundled datasets, 20000 per generator)")
     p.add_argument("--peers", help="only peers whose name contains one of these (comma-separated)")
+    p.add_argument("--ours-strategies", help="also run these stream-al strategies (comma-separated; not used in the targets)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write rows and checks as JSON here")
     args = p.parse_args(argv)
@@ -306,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     peers = args.peers.split(",") if args.peers else None
     warnings.filterwarnings("ignore", module="skactiveml")  # Parzen bandwidth notices on the first labels
     started = time.perf_counter()
-    rows = run_panel(streams, budgets, delays, events, args.seed, peers, lambda m: print(m, file=sys.stderr, flush=True))
+    extra = args.ours_strategies.split(",") if args.ours_strategies else []
+    rows = run_panel(streams, budgets, delays, events, args.seed, peers, lambda m: print(m, file=sys.stderr, flush=True), extra)
     text, checks = report(rows)
     print(text)
     print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s")
