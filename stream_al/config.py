@@ -102,7 +102,7 @@ class SamplerSettings(_Section):
     of the strategies that use them.
     """
 
-    strategy: StrategyName = Field("variable_uncertainty", description="random, fixed_uncertainty, variable_uncertainty, "
+    strategy: StrategyName = Field("quantile_filter", description="random, fixed_uncertainty, variable_uncertainty, "
         "randomized_variable_uncertainty, split, entropy, quantile_filter, committee, anomaly, exploit_explore")
     utility: UtilityName = Field("least_confidence", description="uncertainty measure of threshold and quantile strategies")
     balance_classes: bool = Field(False, description="measure uncertainty against the running class prior (rare positives)")
@@ -114,7 +114,6 @@ class SamplerSettings(_Section):
     random_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on random audit labels")
     split_share: float = Field(0.2, ge=0, le=1, description="split: its random share (replaces random_share)")
     quantile_window: int = Field(1000, ge=10, description="quantile strategies: recent utilities the quantile is taken over")
-    quantile_tolerance: float = Field(100.0, gt=0, description="quantile strategies: events over which owed labels are caught up")
     entropy_exponent: float = Field(3.0, gt=0, description="entropy: query probability proportional to entropy^this")
     exploit_share: float = Field(0.5, ge=0, le=1, description="exploit_explore: share of the budget for the likeliest positives")
 

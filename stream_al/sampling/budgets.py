@@ -242,6 +242,7 @@ class DriftBoost:
         self.cap = cap
         self.extra_fraction = 0.0
         self.until = -math.inf
+        self.unclipped = False
         self.credit = 0.0
         self.clock = -math.inf
         self.spent = 0
@@ -251,7 +252,9 @@ class DriftBoost:
         if extra_fraction < 0:
             raise ValueError("extra_fraction must be >= 0")
         self.extra_fraction = min(extra_fraction, self.max_extra_fraction)
-        self.until = min(until, self.clock + self.max_seconds)
+        # Before any event there is no clock yet: the first event's clock clips the boost.
+        self.until = min(until, self.clock + self.max_seconds) if self.clock > -math.inf else until
+        self.unclipped = self.clock == -math.inf
         if self.extra_fraction == 0.0:
             self.credit = 0.0
         return self.extra_fraction, self.until
@@ -261,6 +264,9 @@ class DriftBoost:
 
     def on_event(self, now: float) -> None:
         self.clock = max(self.clock, now)
+        if self.unclipped:
+            self.until = min(self.until, self.clock + self.max_seconds)
+            self.unclipped = False
         self.allowance.on_event(now)
         self.cap.on_event(now)
         if self.active():

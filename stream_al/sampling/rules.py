@@ -38,6 +38,7 @@ class Context:
     seed: int
     fraction: float
     available: float
+    cold: bool = False
     model: Any = None
     features: Mapping[str, Any] | None = None
 
@@ -131,24 +132,28 @@ class RandomizedVariableThreshold(VariableThreshold):
 class BalancedQuantileFilter:
     """Asks when the utility is in the top ``b`` of the last ``window`` utilities (Kottke et al. 2015).
 
-    ``b = share * fraction + owed / tolerance``: ``owed`` is the labels this rule was offered
-    (``share`` of the budget's fraction per event) minus those it took, bounded by ``max_owed`` both
-    ways, so a quiet stretch lowers the bar and a busy one raises it. The window is kept sorted
-    (``bisect``): ``O(window)`` memory moves per event, no sort.
+    ``b`` is this rule's share of the budget's fraction, balanced by ``owed``: the labels it was
+    offered minus those it took. Owing ``k`` labels multiplies ``b`` by ``1 + k``; being ``k``
+    ahead divides it by ``1 + k`` (``owed`` stays within ``[-max_owed, max_owed]``); owing
+    ``max_owed`` labels (a full fraction bucket, about to lose labels) takes anything. Utilities of
+    a model that knows nothing yet (``context.cold``: no scores, or all equal) stay out of the
+    window: they would hold the bar at 1 long after the first labels. So a quiet
+    stretch lowers the bar, a busy one raises it, and a window still full of a younger model's
+    doubts cannot starve the budget. The window is kept sorted (``bisect``): ``O(window)`` memory
+    moves per event, no sort.
 
     >>> rule = BalancedQuantileFilter(window=100)
-    >>> ctx = Context("e", 0, fraction=0.1, available=1.0)
+    >>> ctx = Context("e", 0, fraction=0.001, available=1.0)
     >>> for i in range(100):
     ...     rule.observe(i / 100, ctx)
-    >>> rule.select(0.95, ctx), rule.select(0.5, ctx)
+    >>> rule.select(0.995, ctx), rule.select(0.5, ctx)
     (1.0, None)
     """
 
-    def __init__(self, window: int = 1000, tolerance: float = 100.0, share: float = 1.0, max_owed: float = 10.0):
+    def __init__(self, window: int = 1000, share: float = 1.0, max_owed: float = 10.0):
         if window < 2:
             raise ValueError("window must be at least 2")
         self.window = window
-        self.tolerance = tolerance
         self.share = share
         self.max_owed = max_owed
         self.recent: deque[float] = deque()
@@ -156,43 +161,64 @@ class BalancedQuantileFilter:
         self.owed = 0.0
 
     def observe(self, utility: float, context: Context) -> None:
+        self.owed = min(self.max_owed, self.owed + self.share * context.fraction)
+        if context.cold:
+            return
         self.recent.append(utility)
         insort(self.sorted, utility)
         if len(self.recent) > self.window:
             del self.sorted[bisect_left(self.sorted, self.recent.popleft())]
-        self.owed = min(self.max_owed, self.owed + self.share * context.fraction)
 
     def select(self, utility: float, context: Context) -> float | None:
-        b = self.share * context.fraction + self.owed / self.tolerance
+        owed = self.owed
+        if owed >= self.max_owed - 1e-9:
+            b = 1.0
+        else:
+            b = self.share * context.fraction * (1.0 + owed if owed >= 0.0 else 1.0 / (1.0 - owed))
         if b <= 0.0:
             return None
         values = self.sorted
+        if not values:
+            self.owed = max(-self.max_owed, owed - 1.0)
+            return 1.0  # nothing known yet: any event is news
         index = int((1.0 - min(1.0, b)) * (len(values) - 1))
         if utility >= values[index]:
-            self.owed = max(-self.max_owed, self.owed - 1.0)
+            self.owed = max(-self.max_owed, owed - 1.0)
             return 1.0
         return None
 
 
 class ProportionalProbability:
-    """Asks with ``p = min(1, fraction * saved * utility^exponent / mean(utility^exponent))``.
+    """Asks with ``p = min(1, fraction * saved * weight + owed / tolerance)``, ``weight`` being
+    ``utility^exponent`` over its running mean (over ``horizon`` events).
 
     River's EntropySampler asks with ``p = entropy^discount`` whatever the budget, so its spend
-    depends on the model's calibration; dividing by the running mean (over ``horizon`` events)
-    makes the expected spend the budget's fraction, and ``saved`` (labels the budget holds, at
-    least 1) spends what a quiet stretch saved up. A model certain of everything asks at random.
+    depends on the model's calibration; dividing by the running mean makes the expected spend the
+    budget's fraction, ``saved`` (labels the budget holds, at least 1) spends what a quiet stretch
+    saved up, and ``owed`` (labels offered minus taken, at most ``max_owed``) catches up while the
+    mean lags behind a model that turned confident. A model certain of everything asks at random.
     """
 
-    def __init__(self, exponent: float = 3.0, horizon: int = 1000, share: float = 1.0):
+    def __init__(self, exponent: float = 3.0, horizon: int = 1000, share: float = 1.0, tolerance: float = 100.0,
+                 max_owed: float = 10.0):
         self.exponent = exponent
         self.alpha = 1.0 / horizon
         self.share = share
-        self.mean = 1.0
+        self.tolerance = tolerance
+        self.max_owed = max_owed
+        self.mean: float | None = None
+        self.owed = 0.0
 
     def observe(self, utility: float, context: Context) -> None:
-        self.mean += self.alpha * (utility**self.exponent - self.mean)
+        value = utility**self.exponent
+        self.mean = value if self.mean is None else self.mean + self.alpha * (value - self.mean)
+        self.owed = min(self.max_owed, self.owed + self.share * context.fraction)
 
     def select(self, utility: float, context: Context) -> float | None:
-        weight = (utility**self.exponent + 1e-3) / (self.mean + 1e-3)
-        p = min(1.0, self.share * context.fraction * max(1.0, context.available) * weight)
-        return p if context.draw("proportional:") < p else None
+        mean = utility**self.exponent if self.mean is None else self.mean
+        weight = (utility**self.exponent + 1e-3) / (mean + 1e-3)
+        p = min(1.0, self.share * context.fraction * max(1.0, context.available) * weight + max(0.0, self.owed) / self.tolerance)
+        if context.draw("proportional:") < p:
+            self.owed = max(-self.max_owed, self.owed - 1.0)
+            return p
+        return None

@@ -99,27 +99,30 @@ class Sampler:
             if target < offered:
                 offered = target
         fraction = min(1.0, offered / self.events)
-        context = Context(event_id, self.seed, fraction, available, model, features)
+        cold = not scores or max(scores.values()) - min(scores.values()) < 1e-12
+        context = Context(event_id, self.seed, fraction, available, cold, model, features)
         utility = self.strategy.evaluate(scores, context)
         uncertainty = 1.0 - max(scores.values()) if scores else 1.0
-        if available < 1.0 - EPSILON:
-            if boost is not None and boost.active() and boost.allows() and all(cap.allows() for cap in self._caps):
-                pick = self.strategy.select(utility, context)
-                if pick is not None:
-                    return self._spend_boost(Choice(True, "drift_boost", uncertainty, pick.p_query, utility))
-            return Choice(False, "", uncertainty, 0.0, utility)
-        if self.random_share:
+        normal = available >= 1.0 - EPSILON
+        if normal and self.random_share:
             p_audit = self.random_share * fraction
             if hash_uniform(self.seed, event_id) < p_audit:
                 self.audits += 1
                 return self._spend(Choice(True, "random", uncertainty, p_audit, utility))
             if offered < math.inf:
+                # The strategy leaves the audits the whole labels they are owed.
                 owed = min(2, int(self.random_share * offered) - self.audits)
-                if owed > 0 and available < 1.0 + owed - EPSILON:
-                    return Choice(False, "", uncertainty, 0.0, utility)
+                normal = not (owed > 0 and available < 1.0 + owed - EPSILON)
+        boosted = (
+            not normal and boost is not None and boost.active() and boost.allows() and all(cap.allows() for cap in self._caps)
+        )
+        if not (normal or boosted):
+            return Choice(False, "", uncertainty, 0.0, utility)
         pick = self.strategy.select(utility, context)
         if pick is None:
             return Choice(False, "", uncertainty, 0.0, utility)
+        if boosted:
+            return self._spend_boost(Choice(True, "drift_boost", uncertainty, pick.p_query, utility))
         return self._spend(Choice(True, pick.reason if scores else "cold_start", uncertainty, pick.p_query, utility))
 
     def _spend(self, choice: Choice) -> Choice:

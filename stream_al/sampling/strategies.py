@@ -134,10 +134,10 @@ class ExploitExplore:
     """
 
     def __init__(self, positive: str, exploit_share: float, explore_utility: str | ScoreUtility = "least_confidence",
-                 balance: ClassBalance | None = None, window: int = 1000, tolerance: float = 100.0):
+                 balance: ClassBalance | None = None, window: int = 1000):
         self.positive = positive
-        self.exploit = BalancedQuantileFilter(window, tolerance, share=exploit_share)
-        self.explore = UtilityRule(explore_utility, BalancedQuantileFilter(window, tolerance, share=1.0 - exploit_share), balance=balance)
+        self.exploit = BalancedQuantileFilter(window, share=exploit_share)
+        self.explore = UtilityRule(explore_utility, BalancedQuantileFilter(window, share=1.0 - exploit_share), balance=balance)
         self.likelihood = 0.0
 
     def evaluate(self, scores: Scores, context: Context) -> float:
@@ -161,7 +161,7 @@ def build_strategy(s: SamplerSettings, positive: str | None) -> Strategy:
         return VariableThreshold(s.initial_threshold, s.threshold_step)
 
     def quantile(share: float = 1.0) -> BalancedQuantileFilter:
-        return BalancedQuantileFilter(s.quantile_window, s.quantile_tolerance, share)
+        return BalancedQuantileFilter(s.quantile_window, share)
 
     name = s.strategy
     if name == "random":
@@ -183,7 +183,7 @@ def build_strategy(s: SamplerSettings, positive: str | None) -> Strategy:
     if name == "exploit_explore":
         if positive is None:
             raise ValueError("sampler.strategy exploit_explore needs positive_class")
-        return ExploitExplore(positive, s.exploit_share, s.utility, balance, s.quantile_window, s.quantile_tolerance)
+        return ExploitExplore(positive, s.exploit_share, s.utility, balance, s.quantile_window)
     raise ValueError(f"unknown sampler.strategy {name!r}")
 
 
