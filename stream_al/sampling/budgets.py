@@ -181,8 +181,13 @@ class OpenRequestsCap:
     def on_event(self, now: float) -> None:
         """Nothing: only answers and expiry free a slot."""
 
-    def available(self) -> float:
+    @property
+    def tokens(self) -> float:
+        """Free slots: the labels this cap allows now."""
         return float(self.limit - self.open)
+
+    def available(self) -> float:
+        return self.tokens
 
     def allows(self) -> bool:
         return self.open < self.limit

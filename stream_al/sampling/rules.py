@@ -30,8 +30,11 @@ class Context:
     """What a decision may look at besides the scores.
 
     ``fraction`` is the labels per event the budgets have offered so far (for rate budgets it moves
-    with traffic); ``available`` the labels the budgets hold right now; ``model`` and ``features``
-    are given by engines whose strategy needs them (committees, anomaly scorers).
+    with traffic) and ``offered`` their total (``inf`` without a paced budget); the sampler sets
+    both only before :meth:`Rule.select`. ``available`` is the labels the budgets hold right now;
+    ``cold`` says the model knows nothing yet (no scores, or all equal); ``top`` is the highest
+    score (``None`` without scores); ``model`` and ``features`` are given by engines whose strategy
+    needs them (committees, anomaly scorers). The sampler reuses one context from event to event.
     """
 
     event_id: str
@@ -41,6 +44,8 @@ class Context:
     cold: bool = False
     model: Any = None
     features: Mapping[str, Any] | None = None
+    offered: float = 0.0
+    top: float | None = None
 
     def draw(self, salt: str = "") -> float:
         """A uniform number in [0, 1) from (seed, salt + event id)."""
@@ -133,17 +138,16 @@ class BalancedQuantileFilter:
     """Asks when the utility is in the top ``b`` of the last ``window`` utilities (Kottke et al. 2015).
 
     ``b`` is this rule's share of the budget's fraction, balanced by ``owed``: the labels it was
-    offered minus those it took. Owing ``k`` labels multiplies ``b`` by ``1 + k``; being ``k``
-    ahead divides it by ``1 + k`` (``owed`` stays within ``[-max_owed, max_owed]``); owing
-    ``max_owed`` labels (a full fraction bucket, about to lose labels) takes anything. Utilities of
-    a model that knows nothing yet (``context.cold``: no scores, or all equal) stay out of the
-    window: they would hold the bar at 1 long after the first labels. So a quiet
-    stretch lowers the bar, a busy one raises it, and a window still full of a younger model's
-    doubts cannot starve the budget. The window is kept sorted (``bisect``): ``O(window)`` memory
-    moves per event, no sort.
+    offered (``share`` of what the budgets offered) minus those it took. Owing ``k`` labels
+    multiplies ``b`` by ``1 + k``; being ``k`` ahead divides it by ``1 + k`` (``owed`` stays within
+    ``[-max_owed, max_owed]``); owing ``max_owed`` labels (a full fraction bucket, about to lose
+    labels) takes anything. Utilities of a model that knows nothing yet (``context.cold``) stay out
+    of the window: they would hold the bar at 1 long after the first labels. So a quiet stretch
+    lowers the bar, a busy one raises it, and a window still full of a younger model's doubts cannot
+    starve the budget. The window is kept sorted (``bisect``): ``O(window)`` memory moves per event.
 
     >>> rule = BalancedQuantileFilter(window=100)
-    >>> ctx = Context("e", 0, fraction=0.001, available=1.0)
+    >>> ctx = Context("e", 0, fraction=0.001, available=1.0, offered=0.0)
     >>> for i in range(100):
     ...     rule.observe(i / 100, ctx)
     >>> rule.select(0.995, ctx), rule.select(0.5, ctx)
@@ -158,10 +162,10 @@ class BalancedQuantileFilter:
         self.max_owed = max_owed
         self.recent: deque[float] = deque()
         self.sorted: list[float] = []
-        self.owed = 0.0
+        self.taken = 0.0
+        self.forgiven = 0.0  # owed beyond the bounds, written off
 
     def observe(self, utility: float, context: Context) -> None:
-        self.owed = min(self.max_owed, self.owed + self.share * context.fraction)
         if context.cold:
             return
         self.recent.append(utility)
@@ -169,21 +173,28 @@ class BalancedQuantileFilter:
         if len(self.recent) > self.window:
             del self.sorted[bisect_left(self.sorted, self.recent.popleft())]
 
+    def owed(self, context: Context) -> float:
+        """Labels offered to this rule and not taken, within the bounds (the excess is written off)."""
+        owed = self.share * context.offered - self.taken - self.forgiven
+        if owed > self.max_owed:
+            self.forgiven += owed - self.max_owed
+            return self.max_owed
+        if owed < -self.max_owed:
+            self.forgiven += owed + self.max_owed
+            return -self.max_owed
+        return owed
+
     def select(self, utility: float, context: Context) -> float | None:
-        owed = self.owed
-        if owed >= self.max_owed - 1e-9:
-            b = 1.0
+        owed = self.owed(context)
+        values = self.sorted
+        if owed >= self.max_owed - 1e-9 or not values:
+            b = 1.0  # behind by a full bucket, or nothing known yet: any event is news
         else:
             b = self.share * context.fraction * (1.0 + owed if owed >= 0.0 else 1.0 / (1.0 - owed))
         if b <= 0.0:
             return None
-        values = self.sorted
-        if not values:
-            self.owed = max(-self.max_owed, owed - 1.0)
-            return 1.0  # nothing known yet: any event is news
-        index = int((1.0 - min(1.0, b)) * (len(values) - 1))
-        if utility >= values[index]:
-            self.owed = max(-self.max_owed, owed - 1.0)
+        if b >= 1.0 or utility >= values[int((1.0 - b) * (len(values) - 1))]:
+            self.taken += 1.0
             return 1.0
         return None
 
@@ -207,18 +218,22 @@ class ProportionalProbability:
         self.tolerance = tolerance
         self.max_owed = max_owed
         self.mean: float | None = None
-        self.owed = 0.0
+        self.taken = 0.0
+        self.forgiven = 0.0
 
     def observe(self, utility: float, context: Context) -> None:
         value = utility**self.exponent
         self.mean = value if self.mean is None else self.mean + self.alpha * (value - self.mean)
-        self.owed = min(self.max_owed, self.owed + self.share * context.fraction)
 
     def select(self, utility: float, context: Context) -> float | None:
+        owed = self.share * context.offered - self.taken - self.forgiven
+        if owed > self.max_owed:
+            self.forgiven += owed - self.max_owed
+            owed = self.max_owed
         mean = utility**self.exponent if self.mean is None else self.mean
         weight = (utility**self.exponent + 1e-3) / (mean + 1e-3)
-        p = min(1.0, self.share * context.fraction * max(1.0, context.available) * weight + max(0.0, self.owed) / self.tolerance)
+        p = min(1.0, self.share * context.fraction * max(1.0, context.available) * weight + max(0.0, owed) / self.tolerance)
         if context.draw("proportional:") < p:
-            self.owed = max(-self.max_owed, self.owed - 1.0)
+            self.taken += 1.0
             return p
         return None

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from stream_al.sampling.budgets import EPSILON, Budget, DriftBoost, OpenRequestsCap
 from stream_al.sampling.randomness import hash_uniform
-from stream_al.sampling.rules import Context, VariableThreshold
+from stream_al.sampling.rules import Context, VariableThreshold  # noqa: F401 (doctest)
 from stream_al.sampling.strategies import Strategy, UtilityRule
 
 
@@ -67,6 +67,7 @@ class Sampler:
         self.audits = 0
         self.boosted = 0
         self._last_boosted = False
+        self._context: Context | None = None
 
     def decide(
         self, event_id: str, scores: Mapping[str, float], now: float, *, model: Any = None,
@@ -85,27 +86,37 @@ class Sampler:
         available = math.inf
         for budget in self.budgets:
             budget.on_event(now)
-            tokens = budget.available()
-            if tokens < available:
-                available = tokens
+            if budget.tokens < available:
+                available = budget.tokens
         boost = self.drift_boost
         if boost is not None:
             boost.on_event(now)
-            if not boost.cap.allows():
-                available = min(available, boost.cap.available())
+            if boost.cap.tokens < available:
+                available = boost.cap.tokens
+        if scores:
+            top = max(scores.values())
+            uncertainty = 1.0 - top
+            cold = top * len(scores) <= 1.0 + 1e-12  # the top is the mean: all equal
+        else:
+            top, uncertainty, cold = None, 1.0, True
+        context = self._context
+        if context is None:
+            context = self._context = Context(event_id, self.seed, 0.0, available)
+        context.event_id, context.available, context.cold, context.top = event_id, available, cold, top
+        context.model, context.features = model, features
+        utility = self.strategy.evaluate(scores, context)
+        normal = available >= 1.0 - EPSILON
+        if not normal and boost is None:
+            return Choice(False, "", uncertainty, 0.0, utility)
         offered = math.inf
         for budget in self._paced:
             target = budget.target()
             if target < offered:
                 offered = target
-        fraction = min(1.0, offered / self.events)
-        cold = not scores or max(scores.values()) - min(scores.values()) < 1e-12
-        context = Context(event_id, self.seed, fraction, available, cold, model, features)
-        utility = self.strategy.evaluate(scores, context)
-        uncertainty = 1.0 - max(scores.values()) if scores else 1.0
-        normal = available >= 1.0 - EPSILON
+        fraction = offered / self.events
+        context.offered, context.fraction = offered, fraction if fraction < 1.0 else 1.0
         if normal and self.random_share:
-            p_audit = self.random_share * fraction
+            p_audit = self.random_share * context.fraction
             if hash_uniform(self.seed, event_id) < p_audit:
                 self.audits += 1
                 return self._spend(Choice(True, "random", uncertainty, p_audit, utility))
@@ -124,6 +135,11 @@ class Sampler:
         if boosted:
             return self._spend_boost(Choice(True, "drift_boost", uncertainty, pick.p_query, utility))
         return self._spend(Choice(True, pick.reason if scores else "cold_start", uncertainty, pick.p_query, utility))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_context"] = None  # per-event scratch; it may hold the model, which the snapshot has already
+        return state
 
     def _spend(self, choice: Choice) -> Choice:
         for budget in self.budgets:

@@ -74,8 +74,12 @@ class UtilityRule:
 
     def evaluate(self, scores: Scores, context: Context) -> float:
         if self.balance is not None:
-            scores = self.balance.adjust(scores)
-        utility = self.measure(scores)
+            utility = self.measure(self.balance.adjust(scores))
+        elif self.measure is least_confidence and context.top is not None:
+            k = len(scores)  # the hot path: least confidence from the top score the sampler found
+            utility = 1.0 if k < 2 else min(1.0, max(0.0, (1.0 - context.top) * k / (k - 1)))
+        else:
+            utility = self.measure(scores)
         self.rule.observe(utility, context)
         return utility
 
