@@ -329,3 +329,37 @@ def test_split_uses_its_own_random_share():
     sampler = sampler_for("split", fraction=0.1)
     reasons = Counter(c.reason for c in run(sampler, stream(3, 30_000)) if c.query)
     assert reasons["random"] / sum(reasons.values()) == pytest.approx(0.2, abs=0.03)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"sampler": {"strategy": "uncertainty"}}, "sampler.strategy"),
+    ({"sampler": {"utility": "variance"}}, "sampler.utility"),
+    ({"sampler": {"strategy": "exploit_explore"}}, "needs positive_class"),
+    ({"sampler": {"exploit_share": 1.5}}, "sampler.exploit_share"),
+    ({"budget": {"fraction": 0.3, "boost": {"hard_cap_fraction": 0.2}}}, "hard_cap_fraction"),
+    ({"budget": {"boost": {"allowance": "lots"}}}, "budget.boost.allowance"),
+])
+def test_sampler_and_budget_settings_are_validated(overrides, match):
+    from pydantic import ValidationError
+
+    from stream_al.config import Settings
+
+    with pytest.raises(ValidationError, match=match):
+        Settings(classes=["legit", "fraud"], **overrides)
+
+
+def test_the_default_is_the_quantile_filter_and_shipped_configs_still_load():
+    from pathlib import Path
+
+    from stream_al.config import Settings
+
+    assert SamplerSettings().strategy == "quantile_filter"
+    root = Path(__file__).resolve().parents[2]
+    for path in [*root.glob("config/*.yaml"), *root.glob("examples/*.yaml")]:
+        Settings.load(path)
+    boost = Settings(classes=["a", "b"], budget={"boost": {"allowance": "50 per day"}}).budget.boost
+    assert boost.allowance_burst == 50 and boost.allowance_per_second == pytest.approx(50 / 86400)
