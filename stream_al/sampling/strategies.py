@@ -20,6 +20,30 @@ named strategies of the ``sampler`` config section:
 
 Threshold and quantile strategies measure uncertainty with ``utility`` (least confidence, margin or
 entropy), optionally imbalance-aware (``balance_classes``: probabilities over their running prior).
+
+Why ``quantile_filter`` is the default: prequential runs through :class:`stream_al.engine.Engine`
+(``benchmarks/strategy_evidence.py --seeds 3``, logistic regression, 10% audit share; accuracy,
+ROC AUC on the 2%-positive stream; mean of 3 seeds). Each cell: quantile filter / random /
+variable uncertainty. It is at least as good as random in 25 of 32 cells (variable uncertainty 23,
+randomized VU 24, split 22, entropy 18), and far more selective (it asks about the top of the
+window; variable uncertainty takes roughly every other event once a label is available).
+
+==================  =====  =================  =================  =================  =================
+stream              delay  1%                 5%                 10%                20%
+==================  =====  =================  =================  =================  =================
+phishing (1250)     0      .507 .526 .691     .814 .830 .825     .852 .838 .848     .874 .876 .866
+phishing            200    .526 .538 .641     .778 .781 .789     .799 .790 .790     .813 .821 .805
+bananas             0      .513 .505 .486     .560 .508 .532     .536 .517 .548     .518 .518 .561
+bananas             200    .522 .504 .493     .568 .507 .525     .530 .512 .538     .524 .518 .520
+SEA, drift at 5000  0      .901 .829 .880     .947 .909 .916     .938 .927 .929     .939 .934 .950
+SEA, drift at 5000  200    .879 .818 .866     .927 .900 .903     .919 .915 .914     .925 .921 .931
+2% positives (AUC)  0      .850 .669 .760     .823 .735 .637     .808 .771 .788     .870 .868 .900
+2% positives (AUC)  200    .730 .666 .771     .717 .729 .616     .798 .762 .760     .858 .856 .883
+==================  =====  =================  =================  =================  =================
+
+Below random: Phishing at 1% (12 labels in all; spend 80% of target, integer labels on a short
+stream), 5% and 20% with delay; the 2%-positive stream at 5% with delay. Bananas is not linearly
+separable: every strategy stays near chance with logistic regression.
 """
 
 from __future__ import annotations
