@@ -1,4 +1,4 @@
-"""The ``stream-al`` command: ``run``, ``review``, ``demo``, ``topics create|check``, ``config``."""
+"""The ``stream-al`` command: ``run``, ``review``, ``demo``, ``simulate``, ``topics create|check``, ``config``, ``rebuild``."""
 
 from __future__ import annotations
 
@@ -148,6 +148,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(options)
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from stream_al.simulate.command import run as run_simulation
+
+    return run_simulation(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stream-al", description="Streaming online active learning on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no live progress line")
     demo.add_argument("--verbose", action="store_true", help="engine logs on stderr")
     demo.set_defaults(func=_cmd_demo)
+
+    from stream_al.simulate.command import DESCRIPTION, add_arguments
+
+    simulate = add_arguments(sub.add_parser("simulate", help="offline replay of a labelled stream (no Kafka)", description=DESCRIPTION))
+    simulate.set_defaults(func=_cmd_simulate)
     return parser
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from stream_al.messages import InputMapping, canonical_label
+from stream_al.sampling.strategies import StrategyName, UtilityName
 
 _UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/|per)\s*([a-z]+?)s?\s*$")
@@ -102,12 +103,52 @@ class ModelSettings(_Section):
 
 
 class SamplerSettings(_Section):
-    """Variable-uncertainty sampling (Zliobaite et al. 2014) with a random audit share."""
+    """Which strategy picks the events worth a label (see :mod:`stream_al.sampling.strategies`).
 
-    strategy: Literal["variable_uncertainty"] = "variable_uncertainty"
-    initial_threshold: float = Field(0.9, gt=0, le=1, description="query while max posterior < threshold")
+    Every strategy shares the budgets and the random audit share; the other fields are parameters
+    of the strategies that use them.
+    """
+
+    strategy: StrategyName = Field("quantile_filter", description="random, fixed_uncertainty, variable_uncertainty, "
+        "randomized_variable_uncertainty, split, entropy, quantile_filter, committee, anomaly, exploit_explore")
+    utility: UtilityName = Field("least_confidence", description="uncertainty measure of threshold and quantile strategies")
+    balance_classes: bool = Field(False, description="measure uncertainty against the running class prior (rare positives)")
+    balance_horizon: int = Field(2000, ge=10, description="events the class prior is averaged over")
+    initial_threshold: float = Field(0.9, gt=0, le=1, description="variable thresholds: query while confidence < threshold")
     threshold_step: float = Field(0.01, gt=0, lt=1)
+    fixed_threshold: float = Field(0.9, gt=0, le=1, description="fixed_uncertainty: query while confidence < this")
+    randomization: float = Field(1.0, ge=0, description="randomized_variable_uncertainty: threshold x N(1, this)")
     random_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on random audit labels")
+    split_share: float = Field(0.2, ge=0, le=1, description="split: its random share (replaces random_share)")
+    quantile_window: int = Field(1000, ge=10, description="quantile strategies: recent utilities the quantile is taken over")
+    entropy_exponent: float = Field(3.0, gt=0, description="entropy: query probability proportional to entropy^this")
+    exploit_share: float = Field(0.5, ge=0, le=1, description="exploit_explore: share of the budget for the likeliest positives")
+
+
+class BoostSettings(_Section):
+    """A drift boost (DESIGN §5): temporary extra labels from a separate allowance, under a hard cap."""
+
+    allowance: str = Field("50 per day", description="labels boosts may spend: a rate, bursting up to one unit's worth")
+    max_extra_fraction: float = Field(0.05, gt=0, le=1, description="most extra labels per event while boosted")
+    max_seconds: float = Field(3600.0, gt=0, description="longest boost")
+    hard_cap_fraction: float = Field(0.2, gt=0, le=1, description="all labels, boosted or not, never above this per event")
+
+    @field_validator("allowance")
+    @classmethod
+    def _allowance_parses(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @property
+    def allowance_per_second(self) -> float:
+        return parse_rate(self.allowance)
+
+    @property
+    def allowance_burst(self) -> float:
+        """One unit of the allowance: ``50 per day`` may all be spent at once, never more."""
+        match = _RATE.match(self.allowance.lower())
+        assert match is not None
+        return max(1.0, float(match.group(1)))
 
 
 class BudgetSettings(_Section):
@@ -119,6 +160,7 @@ class BudgetSettings(_Section):
     rate_burst: float | None = Field(None, ge=1, description="token bucket size (default: ten seconds of rate, >= 1)")
     clock: Literal["wall", "event"] = "wall"
     max_open_requests: int | None = Field(None, ge=1, description="analyst backlog cap")
+    boost: BoostSettings | None = Field(None, description="drift boost allowance; null: no boost")
 
     @field_validator("rate")
     @classmethod
@@ -131,6 +173,8 @@ class BudgetSettings(_Section):
     def _some_limit(self) -> BudgetSettings:
         if self.fraction is None and self.rate is None and self.max_open_requests is None:
             raise ValueError("set at least one of budget.fraction, budget.rate, budget.max_open_requests")
+        if self.boost is not None and self.fraction is not None and self.boost.hard_cap_fraction < self.fraction:
+            raise ValueError(f"budget.boost.hard_cap_fraction {self.boost.hard_cap_fraction} is below budget.fraction {self.fraction}")
         return self
 
     @property
@@ -237,6 +281,8 @@ class Settings(BaseSettings):
     def _positive_in_classes(self) -> Settings:
         if self.positive_class is not None and self.positive_class not in self.classes:
             raise ValueError(f"positive_class {self.positive_class!r} is not one of classes {list(self.classes)}")
+        if self.sampler.strategy in ("exploit_explore", "anomaly") and self.positive_class is None:
+            raise ValueError(f"sampler.strategy {self.sampler.strategy} needs positive_class")
         return self
 
     @classmethod

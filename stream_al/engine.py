@@ -39,7 +39,7 @@ from river import base
 from stream_al.config import Settings
 from stream_al.messages import Event, Features, InvalidInput, LabelMessage, LabelRequest, canonical_label, numeric_features
 from stream_al.models import build_model, linear_contributions
-from stream_al.sampling import Budget, FractionBudget, RateBudget, VariableUncertainty
+from stream_al.sampling import Budget, DriftBoost, FractionBudget, OpenRequestsCap, RateBudget, Sampler, build_strategy, random_share_of
 
 
 def request_id_for(event_id: str) -> str:
@@ -92,18 +92,25 @@ class EngineCounters:
     labels_rejected: dict[str, int] = field(default_factory=dict)
 
 
-def build_sampler(settings: Settings) -> VariableUncertainty:
-    """The sampler and budgets named by ``settings``."""
+def build_sampler(settings: Settings) -> Sampler:
+    """The sampler named by ``settings``: its strategy, every budget, the audit share, the drift boost."""
     cfg = settings.budget
     budgets: list[Budget] = []
     if cfg.fraction is not None:
         budgets.append(FractionBudget(cfg.fraction, cfg.fraction_burst))
-    if cfg.rate is not None:
+    if cfg.rate_per_second is not None:
         budgets.append(RateBudget(cfg.rate_per_second, cfg.rate_burst))
-    if not budgets:  # only a backlog cap: the engine enforces it, spend freely below it
-        budgets.append(FractionBudget(1.0))
-    s = settings.sampler
-    return VariableUncertainty(budgets, settings.seed, s.initial_threshold, s.threshold_step, s.random_share)
+    if cfg.max_open_requests is not None:
+        budgets.append(OpenRequestsCap(cfg.max_open_requests))
+    drift_boost = None
+    if cfg.boost is not None:
+        b = cfg.boost
+        drift_boost = DriftBoost(
+            b.max_extra_fraction, b.max_seconds, RateBudget(b.allowance_per_second, b.allowance_burst),
+            FractionBudget(b.hard_cap_fraction, cfg.fraction_burst),
+        )
+    strategy = build_strategy(settings.sampler, settings.positive_class)
+    return Sampler(strategy, budgets, settings.seed, random_share_of(settings.sampler), drift_boost)
 
 
 def ordered_classes(settings: Settings) -> tuple[str, ...]:
@@ -133,7 +140,6 @@ class Engine:
         self.answered: OrderedDict[str, str] = OrderedDict()
         self.answered_features: OrderedDict[str, Features] = OrderedDict()
         self.waiting: OrderedDict[str, tuple[LabelMessage, float, Any]] = OrderedDict()
-        self._normaliser = 1.0 / (1.0 - 1.0 / len(self.classes))
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -143,14 +149,13 @@ class Engine:
         scores = self.model.predict_proba_one(event.features)
         predicted = max(scores, key=scores.__getitem__) if scores else None
         clock = event.ts if (event.ts is not None and self.settings.budget.clock == "event") else now
-        cap = self.settings.budget.max_open_requests
-        if cap is not None and len(self.pending) >= cap:
-            # Analysts are behind: keep scoring, ask nothing, and do not let the budget fill up.
-            for budget in self.sampler.budgets:
-                budget.on_event(clock)
-            certainty = max(scores.values()) if scores else 0.0
-            return Decision(event.id, scores, predicted, 1.0 - certainty, self.model_version)
-        choice = self.sampler.decide(event.id, scores, clock)
+        open_requests = None
+        if self.settings.budget.max_open_requests is not None:
+            self._expire_requests(now)  # an expired request frees its slot at once
+            open_requests = len(self.pending)
+        choice = self.sampler.decide(
+            event.id, scores, clock, model=self.model, features=event.features, open_requests=open_requests,
+        )
         decision = Decision(event.id, scores, predicted, choice.uncertainty, self.model_version)
         if choice.query:
             request_id = request_id_for(event.id)
@@ -161,7 +166,7 @@ class Engine:
                 request_id=request_id, event_id=event.id, created_at=now,
                 expires_at=now + self.settings.requests.ttl_seconds, features=event.features,
                 scores=scores, predicted=predicted, uncertainty=choice.uncertainty, reason=choice.reason,
-                p_query=choice.p_query, priority=min(1.0, choice.uncertainty * self._normaliser),
+                p_query=choice.p_query, priority=min(1.0, choice.utility),
                 model_version=self.model_version,
                 contributions=linear_contributions(self.model, event.features, predicted),
             )
@@ -269,12 +274,7 @@ class Engine:
 
     def tick(self, now: float) -> list[Outcome]:
         """Expire requests past their time and reject labels that waited too long for a request."""
-        while self.pending:
-            rid, request = next(iter(self.pending.items()))
-            if request.expires_at > now:
-                break
-            del self.pending[rid]
-            self._keep_expired(request)
+        self._expire_requests(now)
         outcomes = []
         while self.waiting:
             rid, (label, deadline, ref) = next(iter(self.waiting.items()))
@@ -285,6 +285,14 @@ class Engine:
             outcomes.append(self._reject(rid, "orphan_label", f"no request {rid} arrived and the label has no features", ref))
         return outcomes
 
+    def _expire_requests(self, now: float) -> None:
+        while self.pending:
+            rid, request = next(iter(self.pending.items()))
+            if request.expires_at > now:
+                break
+            del self.pending[rid]
+            self._keep_expired(request)
+
     # -- reporting ------------------------------------------------------------------------------
 
     def budget_used_ratio(self) -> float:
@@ -292,9 +300,7 @@ class Engine:
 
     def set_budget_share(self, share: float) -> None:
         """Scale time-rate budgets to this replica's share of the events partitions (DESIGN §3)."""
-        for budget in self.sampler.budgets:
-            if isinstance(budget, RateBudget):
-                budget.set_share(share)
+        self.sampler.set_share(share)
 
     # -- snapshots ------------------------------------------------------------------------------
 

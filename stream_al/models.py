@@ -14,7 +14,7 @@ with keyword parameters. Unknown names, non-classifiers and bad parameters fail 
 >>> build_model("svm")
 Traceback (most recent call last):
 ...
-ValueError: unknown model 'svm': use one of adaptive_random_forest, gaussian_nb, hoeffding_adaptive_tree, hoeffding_tree, logistic_regression, or a dotted path such as 'river.tree.HoeffdingTreeClassifier'
+ValueError: unknown model 'svm': use one of adaptive_random_forest, gaussian_nb, half_space_trees, hoeffding_adaptive_tree, hoeffding_tree, logistic_regression, or a dotted path such as 'river.tree.HoeffdingTreeClassifier'
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Sequence
 
-from river import base, compose, forest, linear_model, multiclass, naive_bayes, optim, preprocessing, tree
+from river import anomaly, base, compose, forest, linear_model, multiclass, naive_bayes, optim, preprocessing, tree
 
 
 class BinaryLabels(base.Wrapper, base.Classifier):
@@ -58,6 +58,53 @@ class BinaryLabels(base.Wrapper, base.Classifier):
         return {self.negative: 1.0 - p, self.positive: p}
 
 
+class AnomalyScores(base.Classifier):
+    """An unsupervised River anomaly detector (``score_one``) as a two-class model.
+
+    ``p(positive)`` is the detector's anomaly score in [0, 1]; the ``anomaly`` sampling strategy
+    sends the highest scores to the review queue. It learns from the label log like every model (so
+    replicas agree, DESIGN §3): the features of events labelled negative teach it what normal is;
+    a positive label teaches it nothing.
+
+    >>> model = AnomalyScores(anomaly.HalfSpaceTrees(window_size=2, seed=0), "legit", "fraud")
+    >>> model.predict_proba_one({"x": 0.5})  # nothing learned yet
+    {'legit': 1.0, 'fraud': 0.0}
+    >>> for v in (0.1, 0.2, 0.15, 0.12):
+    ...     model.learn_one({"x": v}, "legit")
+    >>> model.score_one({"x": 0.9}) > model.score_one({"x": 0.15})
+    True
+    """
+
+    def __init__(self, detector: anomaly.base.AnomalyDetector | compose.Pipeline, negative: str, positive: str):
+        self.detector = detector
+        self.negative = negative
+        self.positive = positive
+
+    @property
+    def _multiclass(self) -> bool:
+        return False
+
+    def learn_one(self, x: dict, y: Any, **kwargs: Any) -> None:
+        if y == self.negative:
+            self.detector.learn_one(x)
+
+    def score_one(self, x: dict) -> float:
+        return min(1.0, max(0.0, float(self.detector.score_one(x))))
+
+    def predict_proba_one(self, x: dict, **kwargs: Any) -> dict[str, float]:
+        score = self.score_one(x)
+        return {self.negative: 1.0 - score, self.positive: score}
+
+
+def _half_space_trees(params: dict[str, Any], classes: Sequence[str]) -> base.Classifier:
+    """HalfSpaceTrees on min-max scaled features (it expects [0, 1]); a window of 50 normal labels by
+    default, since it learns only from labelled events (River's default of 250 would wait long)."""
+    if len(classes) != 2:
+        raise ValueError(f"model 'half_space_trees' scores anomalies: configure exactly two classes, not {list(classes)}")
+    detector = anomaly.HalfSpaceTrees(**{"seed": 0, "window_size": 50, **params})
+    return AnomalyScores(compose.Pipeline(preprocessing.MinMaxScaler(), detector), classes[0], classes[1])
+
+
 def _logistic_regression(params: dict[str, Any], classes: Sequence[str]) -> base.Classifier:
     """Scaled logistic regression: binary for two classes, one-vs-rest for more."""
     params = dict(params)
@@ -87,6 +134,11 @@ BUILDERS: dict[str, Builder] = {
     "gaussian_nb": lambda params, classes: naive_bayes.GaussianNB(**params),
 }
 
+# Unsupervised anomaly scorers, as two-class models (their accuracy is not a classifier's).
+DETECTORS: dict[str, Builder] = {
+    "half_space_trees": _half_space_trees,
+}
+
 
 def build_model(name: str, params: dict[str, Any] | None = None, classes: Sequence[str] = ()) -> base.Classifier:
     """A fresh River classifier from a short name or a dotted import path.
@@ -95,12 +147,12 @@ def build_model(name: str, params: dict[str, Any] | None = None, classes: Sequen
     (binary logistic regression) use it, the others learn classes as they come.
     """
     params = dict(params or {})
-    if name in BUILDERS:
-        builder = BUILDERS[name]
+    if name in BUILDERS or name in DETECTORS:
+        builder = BUILDERS.get(name) or DETECTORS[name]
     elif "." in name:
         builder = _import_classifier(name)
     else:
-        known = ", ".join(sorted(BUILDERS))
+        known = ", ".join(sorted([*BUILDERS, *DETECTORS]))
         raise ValueError(f"unknown model {name!r}: use one of {known}, or a dotted path such as 'river.tree.HoeffdingTreeClassifier'")
     try:
         model = builder(params, tuple(classes))
@@ -108,7 +160,7 @@ def build_model(name: str, params: dict[str, Any] | None = None, classes: Sequen
         raise ValueError(f"bad parameters for model {name!r}: {exc}") from None
     if not isinstance(model, base.Classifier):
         raise ValueError(f"model {name!r} is a {type(model).__name__}, not a River classifier")
-    if not model._multiclass and not isinstance(_last_step(model), BinaryLabels):
+    if not model._multiclass and not isinstance(_last_step(model), (BinaryLabels, AnomalyScores)):
         # A binary River classifier learns True/False: give it the two configured classes.
         if len(classes) != 2:
             raise ValueError(f"model {name!r} is binary-only: configure exactly two classes, not {list(classes)}")

@@ -471,3 +471,72 @@ def test_waiting_labels_are_bounded_like_the_request_store():
     outcomes = engine.tick(now=1.0)
     assert [o.request_id for o in outcomes] == ["rq-unknown-0", "rq-unknown-1"]
     assert {o.reason for o in outcomes} == {"orphan_label"} and len(engine.waiting) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies that look past the scores, the backlog cap as a budget, the drift boost
+
+
+def test_an_expired_request_frees_its_backlog_slot_without_a_tick():
+    engine = Engine(settings(budget={"max_open_requests": 2}, requests={"ttl_seconds": 10.0}))
+    assert [engine.on_event(event(i), T0).request is not None for i in range(3)] == [True, True, False]
+    assert engine.on_event(event(3), T0 + 11.0).request is not None  # both expired: room again
+    assert engine.counters.expired == 2 and len(engine.pending) == 1
+
+
+def test_committee_strategy_reads_the_ensemble_members():
+    engine = Engine(settings(model={"name": "adaptive_random_forest", "params": {"n_models": 3}},
+                             sampler={"strategy": "committee"}, budget={"fraction": 0.3}))
+    reasons = []
+    for i, (x, y) in enumerate(linear_stream(0, 600)):
+        decision = engine.on_event(Event(f"e{i}", None, x), T0 + i)
+        if decision.request is not None:
+            reasons.append(decision.request.reason)
+            engine.on_label(LabelMessage(request_id=decision.request.request_id, label=y), T0 + i)
+    assert set(reasons) <= {"cold_start", "uncertainty"} and reasons.count("uncertainty") > 50
+    assert 0.95 * 180 <= len(reasons) <= 180
+
+
+def test_anomaly_strategy_with_half_space_trees_sends_high_scores_to_review():
+    engine = Engine(settings(classes=["legit", "fraud"], positive_class="fraud", model={"name": "half_space_trees"},
+                             sampler={"strategy": "anomaly"}, budget={"fraction": 0.1}))
+    outliers, asked_outliers, asked = 0, 0, 0
+    rng = __import__("random").Random(0)
+    for i in range(3000):
+        outlier = rng.random() < 0.03
+        x = {"a": rng.gauss(8 if outlier else 0, 1), "b": rng.gauss(0, 1)}
+        decision = engine.on_event(Event(f"e{i}", None, x), T0 + i)
+        outliers += outlier
+        if decision.request is not None:
+            asked += 1
+            asked_outliers += outlier
+            engine.on_label(LabelMessage(request_id=decision.request.request_id, label="fraud" if outlier else "legit"), T0 + i)
+    assert asked >= 0.95 * 300
+    # Measured: 46 of the 299 asked are outliers (15%, against 3% of the stream; the detector learns
+    # "normal" from the labelled legit events only, so the first windows are blind).
+    assert asked_outliers / asked > 3 * outliers / 3000
+
+
+def test_exploit_explore_requests_say_why():
+    engine = Engine(settings(positive_class="fraud", sampler={"strategy": "exploit_explore", "random_share": 0.1},
+                             budget={"fraction": 0.1}))
+    reasons = []
+    for i, (x, y) in enumerate(linear_stream(1, 3000)):
+        decision = engine.on_event(Event(f"e{i}", None, x), T0 + i)
+        if decision.request is not None:
+            reasons.append(decision.request.reason)
+            engine.on_label(LabelMessage(request_id=decision.request.request_id, label=y), T0 + i)
+    assert {"exploit", "uncertainty", "random"} <= set(reasons)
+
+
+def test_drift_boost_through_the_engine_and_the_snapshot():
+    boost = {"allowance": "10 per hour", "max_extra_fraction": 0.2, "max_seconds": 100, "hard_cap_fraction": 0.5}
+    engine = Engine(settings(budget={"fraction": 0.05, "boost": boost}))
+    assert engine.sampler.boost(1.0, until=T0 + 1e6) == (0.2, T0 + 1e6)  # no event yet: the first one clips it
+    reasons = [engine.on_event(event(i), T0 + i).request for i in range(300)]
+    boosted = [r for r in reasons if r is not None and r.reason == "drift_boost"]
+    assert 0 < len(boosted) <= 10  # the allowance: 10 per hour, bursting to 10
+    assert all(T0 <= r.created_at <= T0 + 100 for r in boosted)  # within max_seconds of the first event
+    restored = Engine(settings(budget={"fraction": 0.05, "boost": boost}))
+    assert restored.restore(pickle.loads(pickle.dumps(engine.state()))) == []
+    assert restored.sampler.drift_boost.spent == len(boosted)

@@ -1,4 +1,4 @@
-"""Budgets are hard limits; the variable-uncertainty strategy spends what they offer."""
+"""Budgets are hard limits; the sampler with variable uncertainty spends what they offer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from fractions import Fraction
 
 import pytest
 
-from stream_al.sampling import FractionBudget, RateBudget, VariableUncertainty, hash_uniform
+from stream_al.sampling import FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_uniform
+
+
+def VariableUncertainty(budgets, seed: int = 0, random_share: float = 0.1) -> Sampler:
+    """The sampler the engine builds by default: least confidence under a variable threshold."""
+    return Sampler(UtilityRule("least_confidence", VariableThreshold(0.9, 0.01)), budgets, seed=seed, random_share=random_share)
+
+
+def threshold(sampler: Sampler) -> float:
+    return sampler.strategy.rule.threshold
 
 # ---------------------------------------------------------------------------------------------
 # Spenders: "strategies" that ask for a label whatever the budget says; the budget must hold.
@@ -289,10 +298,11 @@ def run_sampler(sampler: VariableUncertainty, n: int, certainty, start: int = 0)
     return choices
 
 
+# The threshold is on confidence = 1 - normalised least confidence = 2 * max p - 1 for two classes.
 @pytest.mark.parametrize(("certainty", "threshold_range"), [
-    (0.999, (0.99, 1.01)),  # always confident: the threshold climbs above the certainty (up to 1 + step)
-    (0.95, (0.94, 0.96)),
-    (0.5, (0.49, 0.52)),    # never confident: the threshold falls to it
+    (0.999, (0.997, 1.01)),  # always confident: the threshold climbs above the confidence (up to 1 + step)
+    (0.95, (0.89, 0.91)),
+    (0.5, (0.0, 0.01)),      # never confident: the threshold falls towards 0
 ])
 def test_variable_uncertainty_spends_the_whole_budget(certainty, threshold_range):
     budget = FractionBudget(0.05)
@@ -303,9 +313,10 @@ def test_variable_uncertainty_spends_the_whole_budget(certainty, threshold_range
     assert queries <= math.floor(Fraction("0.05") * n)
     assert queries >= 0.98 * 0.05 * n
     assert budget.used_ratio() >= 0.98 and sampler.used_ratio() >= 0.98
-    assert threshold_range[0] <= sampler.threshold <= threshold_range[1]
+    assert threshold_range[0] <= threshold(sampler) <= threshold_range[1]
     assert {c.reason for c in choices if c.query} == {"uncertainty"}
     assert all(c.uncertainty == pytest.approx(1.0 - certainty) for c in choices)
+    assert all(c.utility == pytest.approx(2 * (1.0 - certainty)) for c in choices)
 
 
 def test_variable_uncertainty_prefers_uncertain_events():

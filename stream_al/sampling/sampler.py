@@ -1,0 +1,195 @@
+"""The sampler: one strategy, every budget, a random audit share and an optional drift boost.
+
+It is what the engine holds: :meth:`Sampler.decide` runs once per event, spends the budgets when it
+asks, and is picklable as a whole (it is part of the snapshot). All randomness is a hash of
+(seed, event id), so a replay decides the same.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from stream_al.sampling.budgets import EPSILON, Budget, DriftBoost, OpenRequestsCap
+from stream_al.sampling.randomness import hash_uniform
+from stream_al.sampling.rules import Context, VariableThreshold  # noqa: F401 (doctest)
+from stream_al.sampling.strategies import Strategy, UtilityRule
+
+
+@dataclass(slots=True)
+class Choice:
+    """What the sampler decided for one event.
+
+    ``reason``: ``uncertainty``, ``random`` (an audit: the unbiased sample), ``cold_start`` (the model
+    knows no class yet), ``exploit``, ``anomaly``, ``drift_boost`` (paid by a boost), or ``""``.
+    ``uncertainty`` is ``1 - max p``; ``utility`` the strategy's worth of the label in [0, 1].
+    """
+
+    query: bool
+    reason: str
+    uncertainty: float
+    p_query: float
+    utility: float = 0.0
+
+
+class Sampler:
+    """Strategy x budgets, with a share of the labels for uniformly random audit events.
+
+    Every budget must allow a query, and each query spends them all. The audit share is drawn with a
+    fixed per-event probability (``random_share`` times the labels per event offered), and the
+    strategy leaves the audits the whole labels they are owed, so they really get ``random_share``.
+
+    >>> from stream_al.sampling.budgets import FractionBudget
+    >>> sampler = Sampler(UtilityRule("least_confidence", VariableThreshold()), [FractionBudget(0.2)], seed=0, random_share=0.0)
+    >>> choices = [sampler.decide(f"e{i}", {"a": 0.55, "b": 0.45}, 0.0) for i in range(100)]
+    >>> sum(c.query for c in choices), choices[-1].reason, sampler.used_ratio()
+    (20, 'uncertainty', 1.0)
+    """
+
+    def __init__(
+        self, strategy: Strategy, budgets: list[Budget], seed: int = 0, random_share: float = 0.1,
+        drift_boost: DriftBoost | None = None,
+    ):
+        if not budgets:
+            raise ValueError("at least one budget is needed")
+        if not 0.0 <= random_share <= 1.0:
+            raise ValueError("random_share must be in [0, 1]")
+        self.strategy = strategy
+        self.budgets = budgets
+        self.seed = seed
+        self.random_share = random_share
+        self.drift_boost = drift_boost
+        self._caps = [b for b in budgets if isinstance(b, OpenRequestsCap)]
+        self._paced = [b for b in budgets if not isinstance(b, OpenRequestsCap)]
+        self.events = 0
+        self.queried = 0
+        self.audits = 0
+        self.boosted = 0
+        self._last_boosted = False
+        self._context: Context | None = None
+
+    def decide(
+        self, event_id: str, scores: Mapping[str, float], now: float, *, model: Any = None,
+        features: Mapping[str, Any] | None = None, open_requests: int | None = None,
+    ) -> Choice:
+        """Decide for one scored event and, when it is a query, spend the budgets.
+
+        ``model`` and ``features`` are for strategies that look past the scores (committee, bare
+        anomaly detectors); ``open_requests`` updates the backlog cap (answered and expired requests
+        free their slot).
+        """
+        self.events += 1
+        if open_requests is not None:
+            for cap in self._caps:
+                cap.open = open_requests
+        available = math.inf
+        for budget in self.budgets:
+            budget.on_event(now)
+            if budget.tokens < available:
+                available = budget.tokens
+        boost = self.drift_boost
+        if boost is not None:
+            boost.on_event(now)
+            if boost.cap.tokens < available:
+                available = boost.cap.tokens
+        if scores:
+            top = max(scores.values())
+            uncertainty = 1.0 - top
+            cold = top * len(scores) <= 1.0 + 1e-12  # the top is the mean: all equal
+        else:
+            top, uncertainty, cold = None, 1.0, True
+        context = self._context
+        if context is None:
+            context = self._context = Context(event_id, self.seed, 0.0, available)
+        context.event_id, context.available, context.cold, context.top = event_id, available, cold, top
+        context.model, context.features = model, features
+        utility = self.strategy.evaluate(scores, context)
+        normal = available >= 1.0 - EPSILON
+        if not normal and boost is None:
+            return Choice(False, "", uncertainty, 0.0, utility)
+        offered = math.inf
+        for budget in self._paced:
+            target = budget.target()
+            if target < offered:
+                offered = target
+        fraction = offered / self.events
+        context.offered, context.fraction = offered, fraction if fraction < 1.0 else 1.0
+        if normal and self.random_share:
+            p_audit = self.random_share * context.fraction
+            if hash_uniform(self.seed, event_id) < p_audit:
+                self.audits += 1
+                return self._spend(Choice(True, "random", uncertainty, p_audit, utility))
+            if offered < math.inf:
+                # The strategy leaves the audits the whole labels they are owed.
+                owed = min(2, int(self.random_share * offered) - self.audits)
+                normal = not (owed > 0 and available < 1.0 + owed - EPSILON)
+        boosted = (
+            not normal and boost is not None and boost.active() and boost.allows() and all(cap.allows() for cap in self._caps)
+        )
+        if not (normal or boosted):
+            return Choice(False, "", uncertainty, 0.0, utility)
+        pick = self.strategy.select(utility, context)
+        if pick is None:
+            return Choice(False, "", uncertainty, 0.0, utility)
+        if boosted:
+            return self._spend_boost(Choice(True, "drift_boost", uncertainty, pick.p_query, utility))
+        return self._spend(Choice(True, pick.reason if scores else "cold_start", uncertainty, pick.p_query, utility))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_context"] = None  # per-event scratch; it may hold the model, which the snapshot has already
+        return state
+
+    def _spend(self, choice: Choice) -> Choice:
+        for budget in self.budgets:
+            budget.spend()
+        if self.drift_boost is not None:
+            self.drift_boost.cap.spend()
+        self.queried += 1
+        self._last_boosted = False
+        return choice
+
+    def _spend_boost(self, choice: Choice) -> Choice:
+        for cap in self._caps:
+            cap.spend()
+        self.drift_boost.spend()  # type: ignore[union-attr]
+        self.queried += 1
+        self.boosted += 1
+        self._last_boosted = True
+        return choice
+
+    def refund(self) -> None:
+        """Give back the last label: the event turned out to have a request already (a replay)."""
+        if self._last_boosted:
+            for cap in self._caps:
+                cap.refund()
+            self.drift_boost.refund()  # type: ignore[union-attr]
+            self.boosted -= 1
+        else:
+            for budget in self.budgets:
+                budget.refund()
+            if self.drift_boost is not None:
+                self.drift_boost.cap.refund()
+        self.queried -= 1
+
+    def boost(self, extra_fraction: float, until: float) -> tuple[float, float]:
+        """Raise the rate by ``extra_fraction`` labels per event until ``until`` (clock of ``decide``),
+        from the drift allowance and under its hard cap; returns what was granted (clipped)."""
+        if self.drift_boost is None:
+            raise ValueError("no drift boost is configured (budget.boost)")
+        return self.drift_boost.grant(extra_fraction, until)
+
+    def set_share(self, share: float) -> None:
+        """This replica's share of the events partitions (DESIGN §3): rates scale, fractions need not."""
+        if not 0.0 < share <= 1.0:
+            raise ValueError("share must be in (0, 1]")
+        for budget in self.budgets:
+            budget.set_share(share)
+        if self.drift_boost is not None:
+            self.drift_boost.set_share(share)
+
+    def used_ratio(self) -> float:
+        """Achieved spend over target of the most-used paced budget (1.0 = every label offered was
+        used; well below 1 over a long stream means labels were left unused: a defect)."""
+        return max((b.used_ratio() for b in self._paced), default=0.0)
