@@ -13,7 +13,7 @@ What it does:
 4. for ``--duration`` seconds a chaos loop picks a random replica every 4-10 s, sends it SIGKILL or
    SIGTERM (half each), waits for it to exit and restarts it after a random 0.5-4 s pause. A replica
    that exits by itself is recorded as an unexpected exit (with its code) and restarted;
-5. the end: stop producing, SIGTERM every replica, then run rounds in which every replica is started
+5. the end: stop producing, SIGTERM every replica, then run rounds in which each replica in turn is started
    with ``--idle-exit-seconds`` and left to catch up until it exits by itself; rounds repeat until a
    round adds no new label to the labels topic (so every replica has seen the whole label log);
 6. checks, each printed, and the exit status is 1 if any fails:
@@ -264,11 +264,12 @@ def catch_up(replicas: list[Replica], settings: Settings, analyst: Analyst, args
     rounds = []
     for number in range(1, args.max_rounds + 1):
         labels_before = len(read_topic(settings, settings.topics.labels))
+        codes = {}
+        # One replica at a time: a group of one forms at once, while several members joining together
+        # after the churn can keep Tansu's group coordinator rebalancing for minutes.
         for r in replicas:
             r.start("--idle-exit-seconds", str(args.idle_exit_seconds))
-        codes = {}
-        deadline = time.monotonic() + args.round_timeout
-        for r in replicas:
+            deadline = time.monotonic() + args.round_timeout
             try:
                 codes[r.index] = r.process.wait(max(1, deadline - time.monotonic()))  # type: ignore[union-attr]
             except subprocess.TimeoutExpired:

@@ -61,6 +61,9 @@ class KafkaSettings(_Section):
     ssl_check_hostname: bool = True
     auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="events, for a new consumer group")
     session_timeout_ms: int = Field(10_000, ge=1000)
+    max_poll_interval_ms: int = Field(
+        30_000, ge=5000, description="also bounds a group join: kafka-python's poll blocks while the group forms",
+    )
     max_poll_records: int = Field(1000, ge=1, description="bounds memory: events taken per poll")
     producer_linger_ms: int = Field(5, ge=0)
     request_timeout_ms: int = Field(30_000, ge=500)

@@ -326,6 +326,7 @@ class KafkaIO:
         self.events_consumer = KafkaConsumer(
             **consumer_common, group_id=kafka.group_id, auto_offset_reset=kafka.auto_offset_reset,
             session_timeout_ms=kafka.session_timeout_ms, heartbeat_interval_ms=max(1000, kafka.session_timeout_ms // 3),
+            max_poll_interval_ms=kafka.max_poll_interval_ms,
             fetch_max_wait_ms=100,
         )
         self.events_partition_count = len(self._partitions_of([self.topics.events]))
