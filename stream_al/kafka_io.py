@@ -1,12 +1,17 @@
 """Everything that talks to Kafka (the only module that imports ``kafka``).
 
-Three clients, all used from the runner's single poll thread:
+The engine's clients, all driven from the runner's single poll thread:
 
 - the **events consumer** joins the consumer group, so replicas share the events partitions;
 - the **control consumer** is assigned every partition of ``label-requests`` and ``labels`` (no
   group), so every replica sees every request and every label (DESIGN §3);
-- one **producer** writes label requests, predictions and dead letters; every send's outcome is
-  checked at the next checkpoint.
+- one **producer** writes label requests and dead letters; the **prediction writer**, a
+  subprocess (``python -m stream_al.kafka_io``), writes predictions. Every send's outcome, in both,
+  is checked at the next checkpoint;
+- the **broker probe**, a thread of its own, tells the loop whether the cluster answers.
+
+Tools around the engine (demo, review app, rebuild, tests) use :class:`RecordProducer` and
+:class:`TopicReader`.
 
 Partitions cross this boundary as ``(topic, partition)`` tuples, records as kafka-python
 ``ConsumerRecord`` objects (``topic``, ``partition``, ``offset``, ``key``, ``value``, ``headers``,

@@ -226,11 +226,9 @@ class Runner:
                 log.warning("broker reachable again after %.1f s", time.monotonic() - self.broker_down_since)
                 self.broker_down_since = None
             return True
-        if self.broker_down_since is None:
+        if self.broker_down_since is None:  # readiness already follows the probe (_on_broker_change, _tick)
             self.broker_down_since = time.monotonic() - down_for
-            log.warning("broker unreachable (%s): scoring paused, no checkpoints until it is back", self.probe.last_error)  # type: ignore[union-attr]
-            if self.health:
-                self.health.set_ready(False, f"broker unreachable: {self.probe.last_error}")  # type: ignore[union-attr]
+            log.warning("broker unreachable (%s): no checkpoints until it is back", self.probe.last_error)  # type: ignore[union-attr]
         return False
 
     def _process_events(self, records: list[Any]) -> None:
