@@ -31,3 +31,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python -m stream_al.docs
