@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from stream_al.sampling import FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_uniform
+from stream_al.sampling import FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_bernoulli, hash_uniform
 
 
 def VariableUncertainty(budgets, seed: int = 0, random_share: float = 0.1) -> Sampler:
@@ -283,6 +283,17 @@ def test_hash_uniform_seeds_are_independent():
     assert abs(both / n - 0.25) < 0.02
 
 
+@pytest.mark.parametrize(("seed", "pattern"), [(0, "e{}"), (1, "events:0:{}"), (2**40, "{}"), (-3, "txn-{:08d}")])
+@pytest.mark.parametrize("p", [0.001, 0.005, 0.05, 0.2, 0.9])
+def test_hash_bernoulli_has_the_rate_and_seeds_are_independent(seed, pattern, p):
+    n = 100_000
+    wins = [hash_bernoulli(seed, pattern.format(i), p) for i in range(n)]
+    assert abs(sum(wins) - p * n) < 4.5 * math.sqrt(n * p * (1 - p))
+    other = [hash_bernoulli(seed + 1, pattern.format(i), p) for i in range(n)]
+    both = sum(a and b for a, b in zip(wins, other))
+    assert abs(both - p * p * n) < 4.5 * math.sqrt(n * p * p) + 2
+
+
 # ---------------------------------------------------------------------------------------------
 # VariableUncertainty
 
@@ -338,7 +349,7 @@ def test_random_audit_decisions_are_drawn_from_the_hash(random_share):
     for i, choice in enumerate(choices):
         if choice.reason == "random":
             assert choice.p_query == pytest.approx(random_share * 0.05)
-            assert hash_uniform(9, f"e{i}") < choice.p_query
+            assert hash_bernoulli(9, f"e{i}", choice.p_query)
 
 
 @pytest.mark.parametrize("random_share", [0.1, 0.3])
