@@ -8,16 +8,18 @@ asks, and is picklable as a whole (it is part of the snapshot). All randomness i
 from __future__ import annotations
 
 import math
+from zlib import crc32
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from stream_al.sampling.budgets import EPSILON, Budget, DriftBoost, FractionBudget, OpenRequestsCap
-from stream_al.sampling.randomness import SCREEN, hash_bernoulli, hash_uniform, screen_seed, screen_value
+from stream_al.sampling.randomness import SCREEN, hash_bernoulli, hash_uniform, screen_seed
 from stream_al.sampling.rules import Context, VariableThreshold  # noqa: F401 (doctest)
 from stream_al.sampling.strategies import Strategy, UtilityRule
 from stream_al.sampling.utilities import least_confidence
 
 _WHOLE_LABEL = 1.0 - EPSILON  # a budget holding this much can pay for one label
+_TWO_LABELS, _THREE_LABELS, _INF = 2.0 - EPSILON, 3.0 - EPSILON, math.inf  # constants, not per-event arithmetic
 _NO_FEED = object()
 
 
@@ -170,7 +172,7 @@ class Sampler:
         the labels it holds). ``_plan`` installs it as ``self.decide``.
         """
         events = self.events = self.events + 1
-        available = offered = math.inf
+        available = offered = _INF
         for budget in self.budgets:  # FractionBudget.on_event and .target, same arithmetic
             budget.events += 1
             tokens = budget.tokens + budget.fraction
@@ -215,20 +217,20 @@ class Sampler:
         random_share = self.random_share
         if random_share:
             p_audit = random_share * fraction
-            # hash_bernoulli(seed, event_id, p_audit) inlined: this runs on most events.
+            # hash_bernoulli(seed, event_id, p_audit) and its screen_value inlined: this runs on most events.
             screen = SCREEN * p_audit
             if (
                 hash_uniform(self.seed, event_id) < p_audit if screen >= 1.0 else
-                screen_value(self._screen_seed, event_id) < screen * 4294967296.0
-                and hash_uniform(self.seed, event_id) < 1.0 / SCREEN
+                ((crc32(event_id.encode()) ^ self._screen_seed) * 0x9E3779B97F4A7C15 >> 32) & 0xFFFFFFFF
+                < screen * 4294967296.0 and hash_uniform(self.seed, event_id) < 1.0 / SCREEN
             ):
                 self.audits += 1
                 return self._spend(Choice(True, "random", uncertainty, p_audit, utility))
-            if available < 3.0 - EPSILON:  # owed <= 2: three labels in hand cover the audits
+            if available < _THREE_LABELS:  # owed <= 2: three labels in hand cover the audits
                 # The strategy leaves the audits the whole labels they are owed:
                 # owed = min(2, int(random_share * offered) - audits), without int() and min().
                 due = random_share * offered - self.audits
-                if due >= 1.0 and available < (2.0 if due < 2.0 else 3.0) - EPSILON:
+                if due >= 1.0 and available < (_TWO_LABELS if due < 2.0 else _THREE_LABELS):
                     return Choice(False, "", uncertainty, 0.0, utility)
         context = self._context
         if context is None:
