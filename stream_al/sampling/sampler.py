@@ -16,7 +16,7 @@ from stream_al.sampling.budgets import EPSILON, Budget, DriftBoost, FractionBudg
 from stream_al.sampling.randomness import SCREEN, hash_bernoulli, hash_uniform, screen_seed
 from stream_al.sampling.rules import Context, VariableThreshold  # noqa: F401 (doctest)
 from stream_al.sampling.strategies import Strategy, UtilityRule
-from stream_al.sampling.utilities import least_confidence
+from stream_al.sampling.utilities import ClassBalance, least_confidence
 
 _WHOLE_LABEL = 1.0 - EPSILON  # a budget holding this much can pay for one label
 _TWO_LABELS, _THREE_LABELS, _INF = 2.0 - EPSILON, 3.0 - EPSILON, math.inf  # constants, not per-event arithmetic
@@ -82,12 +82,15 @@ class Sampler:
         # The default shape: only fraction budgets (no cap, no boost) and least confidence under a rule
         # that either ignores utilities until it selects (``feed = None``) or takes them by ``feed``.
         plain = self.drift_boost is None and all(type(b) is FractionBudget for b in self.budgets)
-        lean = type(strategy) is UtilityRule and strategy.measure is least_confidence and strategy.balance is None
+        lean = type(strategy) is UtilityRule and strategy.measure is least_confidence and (
+            strategy.balance is None or type(strategy.balance) is ClassBalance
+        )
         feed = getattr(strategy.rule, "feed", _NO_FEED) if lean else _NO_FEED
         self.__dict__.pop("decide", None)
         if plain and feed is not _NO_FEED:
             self._feeds = None if feed is None else strategy.rule  # the rule, when it wants utilities
             self._select = strategy.rule.select
+            self._balance = strategy.balance
             self._screen_seed = screen_seed(self.seed)
             self.decide = self._decide_fast  # type: ignore[method-assign]
 
@@ -184,12 +187,12 @@ class Sampler:
             target = budget.fraction * budget.events
             if target < offered:
                 offered = target
-        if scores:  # UtilityRule(least_confidence).evaluate, from the top score
+        balance = self._balance
+        if scores:  # UtilityRule(least_confidence[, ClassBalance]).evaluate
             k = len(scores)
             if k == 2:  # binary: unpacking beats max() by half
-                top, other = scores.values()
-                if other > top:
-                    top = other
+                (first, p1), (second, p2) = scores.items()
+                top = p2 if p2 > p1 else p1
             else:
                 top = max(scores.values())
             uncertainty = 1.0 - top
@@ -197,7 +200,23 @@ class Sampler:
             if k < 2:
                 utility = 1.0
             else:
-                utility = uncertainty * k / (k - 1)
+                doubt = top
+                if balance is not None:
+                    if k == 2:  # ClassBalance.adjust for two classes, without its three dicts
+                        prior, alpha, floor = balance.prior, balance.alpha, balance.floor
+                        old = prior.get(first)
+                        q1 = prior[first] = p1 if old is None else old + alpha * (p1 - old)
+                        old = prior.get(second)
+                        q2 = prior[second] = p2 if old is None else old + alpha * (p2 - old)
+                        w1 = p1 / (q1 if q1 >= floor else floor)
+                        w2 = p2 / (q2 if q2 >= floor else floor)
+                        total = w1 + w2
+                        if total > 0.0:
+                            doubt = w2 / total if w2 > w1 else w1 / total
+                    else:
+                        adjusted = balance.adjust(scores)
+                        doubt = max(adjusted.values())
+                utility = (1.0 - doubt) * k / (k - 1)
                 utility = 1.0 if utility > 1.0 else (0.0 if utility < 0.0 else utility)
         else:
             top, uncertainty, cold, utility = None, 1.0, True, 1.0
@@ -245,7 +264,7 @@ class Sampler:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_context"] = None  # per-event scratch; it may hold the model, which the snapshot has already
-        for name in ("decide", "_select", "_feeds", "_screen_seed"):  # derived in _plan (bound methods: the rule would be pickled twice)
+        for name in ("decide", "_select", "_balance", "_feeds", "_screen_seed"):  # derived in _plan (bound methods: the rule would be pickled twice)
             state.pop(name, None)
         return state
 

@@ -435,14 +435,16 @@ def test_decisions_replay_identically_with_the_same_seed_and_ids():
 # The fast path (Sampler._decide_fast) decides exactly as the general one (Sampler.decide)
 
 
-@pytest.mark.parametrize("strategy", ["quantile_filter", "variable_uncertainty", "randomized_variable_uncertainty", "split", "random"])
+@pytest.mark.parametrize("strategy", ["quantile_filter", "quantile_filter balanced", "variable_uncertainty balanced",
+                                      "randomized_variable_uncertainty", "split", "random"])
 @pytest.mark.parametrize(("fractions", "random_share"), [((0.05,), 0.1), ((0.01,), 0.0), ((0.2, 0.5), 0.3), ((1.0,), 1.0)])
 def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, random_share):
     from stream_al.config import SamplerSettings
     from stream_al.sampling import build_strategy
 
     def make() -> Sampler:
-        settings = SamplerSettings(strategy=strategy)
+        name, _, balance = strategy.partition(" ")
+        settings = SamplerSettings(strategy=name, balance_classes=balance == "balanced")
         return Sampler(build_strategy(settings, "fraud"), [FractionBudget(f) for f in fractions], seed=5, random_share=random_share)
 
     fast, general = make(), make()
@@ -465,6 +467,8 @@ def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, r
     assert [(b.tokens, b.events, b.spent) for b in fast.budgets] == [(b.tokens, b.events, b.spent) for b in general.budgets]
     rule_state = lambda s: {k: v for k, v in vars(s.strategy.rule).items()}  # noqa: E731
     assert rule_state(fast) == rule_state(general)
+    if fast.strategy.balance is not None:
+        assert fast.strategy.balance.prior == general.strategy.balance.prior
 
 
 def test_the_fast_path_survives_a_pickle_round_trip_and_is_not_pickled():
