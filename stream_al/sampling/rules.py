@@ -150,7 +150,8 @@ class BalancedQuantileFilter:
     labels) takes anything. Utilities of a model that knows nothing yet (``context.cold``) stay out
     of the window: they would hold the bar at 1 long after the first labels. So a quiet stretch
     lowers the bar, a busy one raises it, and a window still full of a younger model's doubts cannot
-    starve the budget. The window is kept sorted (``bisect``): ``O(window)`` memory moves per event.
+    starve the budget. The window is kept sorted (``bisect``): ``O(window)`` memory moves per kept
+    utility; ``stride`` keeps one utility in ``stride`` (the window still spans ``window`` events).
 
     >>> rule = BalancedQuantileFilter(window=100)
     >>> ctx = Context("e", 0, fraction=0.001, available=1.0, offered=0.0)
