@@ -12,7 +12,7 @@
 """
 
 from stream_al.sampling.budgets import Budget, DriftBoost, FractionBudget, OpenRequestsCap, RateBudget
-from stream_al.sampling.randomness import hash_normal, hash_uniform
+from stream_al.sampling.randomness import hash_bernoulli, hash_normal, hash_uniform
 from stream_al.sampling.rules import (
     BalancedQuantileFilter, Context, FixedThreshold, ProportionalProbability, RandomizedVariableThreshold, RandomRule,
     VariableThreshold,
@@ -29,5 +29,5 @@ __all__ = [
     "ExploitExplore", "FixedThreshold", "FractionBudget", "OpenRequestsCap", "Pick", "ProportionalProbability",
     "RandomRule", "RandomizedVariableThreshold", "RateBudget", "Sampler", "Strategy", "StrategyName", "UtilityName",
     "UtilityRule", "VariableThreshold", "build_strategy", "entropy", "hash_normal", "hash_uniform", "least_confidence",
-    "margin", "random_share_of", "vote_entropy",
+    "margin", "random_share_of", "vote_entropy", "hash_bernoulli",
 ]

@@ -41,9 +41,42 @@ SEA, drift at 5000  200    .879 .818 .866     .927 .900 .903     .919 .915 .914 
 2% positives (AUC)  200    .730 .666 .771     .717 .729 .616     .798 .762 .760     .858 .856 .883
 ==================  =====  =================  =================  =================  =================
 
-Below random: Phishing at 1% (12 labels in all; spend 80% of target, integer labels on a short
-stream), 5% and 20% with delay; the 2%-positive stream at 5% with delay. Bananas is not linearly
-separable: every strategy stays near chance with logistic regression.
+The whole panel of ``benchmarks/peers.py`` (``benchmarks/default_vs_random.py --events 5000
+--seeds 6``: the simulator, prequential accuracy, budgets 1/5/10/20%, label delay 0 and 500
+events, mean of 6 seeds; the quantile window keeps one utility in four). Each cell: the default /
+random / the default with ``balance_classes: true``; ``<`` marks the default below random. The
+seed-to-seed spread of one cell is about 0.015 (median standard deviation of random), so most
+marks below are within noise; the clear ones are Phishing at 1% without delay (12 labels offered;
+in 4 of 6 seeds the default spent 7 and its model predicted one class: .379), Shuttle (8%
+positives) at 1% (-.04) and at 10% without delay (-.024), and the 20% cells of the 2%-positive
+stream (-.008: uncertainty-picked labels raise the learned prior of the rare class).
+
+==================  =====  ===============  ===============  ===============  ===============
+stream              delay  1%               5%               10%              20%
+==================  =====  ===============  ===============  ===============  ===============
+phishing (1250)     0      .477<.635 .641   .815<.837 .822   .857 .847 .862   .878 .871 .878
+phishing            500    .590 .589 .590   .726<.730 .726   .737<.740 .737   .749<.755 .749
+bananas             0      .540 .516 .528   .544 .502 .552   .542 .511 .544   .519 .509 .519
+bananas             500    .558 .523 .564   .545 .511 .544   .526 .516 .524   .519 .511 .519
+shuttle (8% pos.)   0      .796<.834 .861   .903<.909 .891   .917<.941 .916   .967 .963 .967
+shuttle             500    .797<.839 .815   .899<.905 .901   .950 .935 .949   .959 .954 .959
+SEA, drift          0      .842 .811 .843   .914 .898 .905   .935 .913 .935   .931 .924 .931
+SEA                 500    .767 .760 .766   .833<.837 .834   .858 .853 .858   .864 .858 .864
+hyperplane          0      .733 .700 .704   .847 .836 .853   .878 .870 .878   .894<.897 .894
+hyperplane          500    .719 .668 .708   .796<.796 .798   .829 .827 .829   .849 .849 .849
+agrawal, drift      0      .502 .497 .495   .527<.528 .530   .550 .538 .547   .562<.562 .562
+agrawal             500    .492 .478 .494   .507 .504 .506   .518 .511 .518   .530 .528 .530
+2% positives        0      .672 .639 .687   .891 .834 .869   .920 .904 .919   .941<.949 .941
+2% positives        500    .731 .668 .718   .854 .837 .854   .907 .906 .908   .940<.949 .940
+==================  =====  ===============  ===============  ===============  ===============
+
+Below random in 17 of 56 cells (mean advantage over random +.006 accuracy). With
+``balance_classes`` 14 of 56 (+.009, worst -.026 instead of -.158), but it is not the default: it
+asks about events whose posterior crosses the running prior, not the likeliest rare positives (in
+``test_the_default_strategy_queries_rare_positives`` 0.2% of its labels were positives, against
+over 30% for the unbalanced filter), which a review queue needs. A larger audit share does not
+help (``random_share`` 0.2: 22 of 56 below random; 0.3 and 0.5, 2 seeds, every utility in the
+window: 22 and 25, the default then 19).
 """
 
 from __future__ import annotations
@@ -189,7 +222,8 @@ def build_strategy(s: SamplerSettings, positive: str | None) -> Strategy:
         return VariableThreshold(s.initial_threshold, s.threshold_step)
 
     def quantile(share: float = 1.0) -> BalancedQuantileFilter:
-        return BalancedQuantileFilter(s.quantile_window, share)
+        # ~250 utilities kept whatever the window: the bar's precision, at a quarter of the cost for 1000.
+        return BalancedQuantileFilter(s.quantile_window, share, stride=max(1, s.quantile_window // 250))
 
     name = s.strategy
     if name == "random":

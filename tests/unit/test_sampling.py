@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import pickle
 import random
 from collections import Counter
 from fractions import Fraction
 
 import pytest
 
-from stream_al.sampling import FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_uniform
+from stream_al.sampling import FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_bernoulli, hash_uniform
 
 
 def VariableUncertainty(budgets, seed: int = 0, random_share: float = 0.1) -> Sampler:
@@ -283,6 +284,17 @@ def test_hash_uniform_seeds_are_independent():
     assert abs(both / n - 0.25) < 0.02
 
 
+@pytest.mark.parametrize(("seed", "pattern"), [(0, "e{}"), (1, "events:0:{}"), (2**40, "{}"), (-3, "txn-{:08d}")])
+@pytest.mark.parametrize("p", [0.001, 0.005, 0.05, 0.2, 0.9])
+def test_hash_bernoulli_has_the_rate_and_seeds_are_independent(seed, pattern, p):
+    n = 100_000
+    wins = [hash_bernoulli(seed, pattern.format(i), p) for i in range(n)]
+    assert abs(sum(wins) - p * n) < 4.5 * math.sqrt(n * p * (1 - p))
+    other = [hash_bernoulli(seed + 1, pattern.format(i), p) for i in range(n)]
+    both = sum(a and b for a, b in zip(wins, other))
+    assert abs(both - p * p * n) < 4.5 * math.sqrt(n * p * p) + 2
+
+
 # ---------------------------------------------------------------------------------------------
 # VariableUncertainty
 
@@ -338,7 +350,7 @@ def test_random_audit_decisions_are_drawn_from_the_hash(random_share):
     for i, choice in enumerate(choices):
         if choice.reason == "random":
             assert choice.p_query == pytest.approx(random_share * 0.05)
-            assert hash_uniform(9, f"e{i}") < choice.p_query
+            assert hash_bernoulli(9, f"e{i}", choice.p_query)
 
 
 @pytest.mark.parametrize("random_share", [0.1, 0.3])
@@ -417,3 +429,53 @@ def test_decisions_replay_identically_with_the_same_seed_and_ids():
     # Other ids with the same seed: other random picks too.
     renamed = decisions(7, [f"x-{i}" for i in ids], certainties)
     assert {i for i, d in zip(ids, renamed) if d[1] == "random"} != picked
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path (Sampler._decide_fast) decides exactly as the general one (Sampler.decide)
+
+
+@pytest.mark.parametrize("strategy", ["quantile_filter", "quantile_filter balanced", "variable_uncertainty balanced",
+                                      "randomized_variable_uncertainty", "split", "random"])
+@pytest.mark.parametrize(("fractions", "random_share"), [((0.05,), 0.1), ((0.01,), 0.0), ((0.2, 0.5), 0.3), ((1.0,), 1.0)])
+def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, random_share):
+    from stream_al.config import SamplerSettings
+    from stream_al.sampling import build_strategy
+
+    def make() -> Sampler:
+        name, _, balance = strategy.partition(" ")
+        settings = SamplerSettings(strategy=name, balance_classes=balance == "balanced")
+        return Sampler(build_strategy(settings, "fraud"), [FractionBudget(f) for f in fractions], seed=5, random_share=random_share)
+
+    fast, general = make(), make()
+    assert fast.decide.__func__ is Sampler._decide_fast
+    rng = random.Random(11)
+    for i in range(6000):
+        roll = rng.random()
+        if i < 30 or roll < 0.02:
+            scores = {} if roll < 0.01 else {"legit": 0.5, "fraud": 0.5}  # cold: nothing known, all equal
+        elif roll < 0.05:
+            p = rng.random()
+            scores = {"a": p / 2, "b": p / 2, "c": 1 - p}  # three classes
+        else:
+            p = rng.choice([0.0, 1.0]) if roll < 0.08 else rng.betavariate(0.5, 3)
+            scores = {"legit": 1 - p, "fraud": p}
+        a = fast.decide(f"payments:{i % 3}:{i}", scores, float(i))
+        b = Sampler.decide(general, f"payments:{i % 3}:{i}", scores, float(i))
+        assert a == b, i
+    assert fast.queried == general.queried > 0 and fast.audits == general.audits
+    assert [(b.tokens, b.events, b.spent) for b in fast.budgets] == [(b.tokens, b.events, b.spent) for b in general.budgets]
+    rule_state = lambda s: {k: v for k, v in vars(s.strategy.rule).items()}  # noqa: E731
+    assert rule_state(fast) == rule_state(general)
+    if fast.strategy.balance is not None:
+        assert fast.strategy.balance.prior == general.strategy.balance.prior
+
+
+def test_the_fast_path_survives_a_pickle_round_trip_and_is_not_pickled():
+    sampler = Sampler(UtilityRule("least_confidence", VariableThreshold()), [FractionBudget(0.1)], seed=0)
+    state = sampler.__getstate__()
+    assert "decide" not in state and "_select" not in state
+    clone = pickle.loads(pickle.dumps(sampler))
+    assert clone.decide.__func__ is Sampler._decide_fast
+    boosted = Sampler(UtilityRule("least_confidence", VariableThreshold()), [FractionBudget(0.1), RateBudget(1.0)], seed=0)
+    assert boosted.decide.__func__ is Sampler.decide  # a rate budget: the general path
