@@ -33,7 +33,36 @@ import math
 EPSILON = 1e-9
 
 
-class FractionBudget:
+class _TokenBucket:
+    """What the two token buckets share: whole labels are taken from ``tokens``."""
+
+    tokens: float
+    spent: int
+
+    def available(self) -> float:
+        return self.tokens
+
+    def allows(self) -> bool:
+        return self.tokens >= 1.0 - EPSILON
+
+    def spend(self) -> None:
+        self.tokens -= 1.0
+        self.spent += 1
+
+    def refund(self) -> None:
+        self.tokens += 1.0
+        self.spent -= 1
+
+    def target(self) -> float:
+        raise NotImplementedError
+
+    def used_ratio(self) -> float:
+        """Spent over offered so far (1.0: every label offered was used)."""
+        target = self.target()
+        return self.spent / target if target else 0.0
+
+
+class FractionBudget(_TokenBucket):
     """At most ``fraction`` labels per event seen (event-count token bucket, starts empty).
 
     ``burst`` is the most labels saved up while nothing was worth asking (default 10, never below
@@ -56,20 +85,6 @@ class FractionBudget:
         tokens = self.tokens + self.fraction
         self.tokens = tokens if tokens < self.burst else self.burst
 
-    def available(self) -> float:
-        return self.tokens
-
-    def allows(self) -> bool:
-        return self.tokens >= 1.0 - EPSILON
-
-    def spend(self) -> None:
-        self.tokens -= 1.0
-        self.spent += 1
-
-    def refund(self) -> None:
-        self.tokens += 1.0
-        self.spent -= 1
-
     def set_share(self, share: float) -> None:
         """Nothing to do: a replica sees only its partitions' events, so a fraction splits by itself."""
 
@@ -77,12 +92,9 @@ class FractionBudget:
         """Labels this budget has made available so far."""
         return self.fraction * self.events
 
-    def used_ratio(self) -> float:
-        target = self.target()
-        return self.spent / target if target else 0.0
 
 
-class RateBudget:
+class RateBudget(_TokenBucket):
     """At most ``rate`` labels per second, with bursts up to ``burst`` (time token bucket, starts full).
 
     ``share`` scales rate and burst when several replicas split the budget (DESIGN §3). Event time
@@ -131,28 +143,11 @@ class RateBudget:
             self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
             self.last = now
 
-    def available(self) -> float:
-        return self.tokens
-
-    def allows(self) -> bool:
-        return self.tokens >= 1.0 - EPSILON
-
-    def spend(self) -> None:
-        self.tokens -= 1.0
-        self.spent += 1
-
-    def refund(self) -> None:
-        self.tokens += 1.0
-        self.spent -= 1
-
     def target(self) -> float:
         if self.first is None or self.last is None:
             return 0.0
         return self.burst + (self.last - self.first) * self.rate
 
-    def used_ratio(self) -> float:
-        target = self.target()
-        return self.spent / target if target else 0.0
 
 
 class OpenRequestsCap:
