@@ -93,7 +93,6 @@ class FractionBudget(_TokenBucket):
         return self.fraction * self.events
 
 
-
 class RateBudget(_TokenBucket):
     """At most ``rate`` labels per second, with bursts up to ``burst`` (time token bucket, starts full).
 
@@ -147,7 +146,6 @@ class RateBudget(_TokenBucket):
         if self.first is None or self.last is None:
             return 0.0
         return self.burst + (self.last - self.first) * self.rate
-
 
 
 class OpenRequestsCap:
