@@ -198,3 +198,28 @@ def test_outage_longer_than_the_limit_exits_nonzero_with_a_clear_message(embedde
         embedded_broker.resume()
     log = (tmp_path / "stats.log").read_text()
     assert "broker unreachable for" in log and "kafka.max_outage_seconds" in log
+
+
+def test_a_tampered_snapshot_is_refused_and_the_engine_resumes_from_the_previous_one(kafka_bootstrap, topic_prefix, tmp_path):
+    settings = engine_settings(kafka_bootstrap, topic_prefix, tmp_path, snapshots={"interval_seconds": 300})
+    config = write_config(settings, tmp_path / "engine.yaml")
+    produce_events(settings, 0, 300)
+    first = EngineProcess(config, tmp_path / "first.json", "--idle-exit-seconds", "2")
+    assert first.process.wait(60) == 0
+    produce_events(settings, 300, 200)
+    second = EngineProcess(config, tmp_path / "second.json", "--idle-exit-seconds", "2")
+    assert second.process.wait(60) == 0
+    older, newest = SnapshotStore(settings.snapshots.dir).files()[-2:]
+    data = bytearray(newest.read_bytes())
+    data[-10] ^= 0xFF  # one flipped bit in the pickled state
+    newest.write_bytes(bytes(data))
+    third = EngineProcess(config, tmp_path / "third.json", "--idle-exit-seconds", "2")
+    assert third.process.wait(60) == 0
+    log = (tmp_path / "third.log").read_text()
+    assert f"skipping snapshot {newest.name}" in log and "bad signature" in log
+    assert f"resumed from {older.name}" in log
+    stats = third.read_stats()
+    # State from the older snapshot; events 300-500 are not decided again: the group's commit (made
+    # after the tampered snapshot) says they were, and their requests are re-read from the topic.
+    assert stats["events"] == 300 and stats["events_this_run"] == 0
+    assert stats["pending_requests"] == len(read_all(settings, settings.topics.label_requests))
