@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--metrics-port", type=int, default=d.metrics_port, help=f"engine /metrics port (default {d.metrics_port}; taken: any free port)")
     demo.add_argument("--review-port", type=int, default=d.review_port, help=f"port of the review queue web app (default {d.review_port}; taken: any free port)")
     demo.add_argument("--no-review", action="store_true", help="do not start the review queue web app")
-    demo.add_argument("--human-share", type=float, default=d.human_share, help=f"share of requests the simulated analysts leave to the review app (default {d.human_share:g})")
+    demo.add_argument("--human-share", type=float, default=d.human_share, help=f"share of requests the simulated analysts leave to the review app (default {d.human_share:g}; with --traffic-only and no review app, use 0)")
     demo.add_argument("--no-progress", action="store_true", help="no live progress line")
     demo.add_argument("--verbose", action="store_true", help="engine logs on stderr")
     demo.set_defaults(func=_cmd_demo)

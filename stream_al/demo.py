@@ -180,7 +180,9 @@ class Demo:
                     request = orjson.loads(record.value)
                     if request["request_id"] not in seen:  # replays after a restart repeat requests
                         seen.add(request["request_id"])
-                        if self.review_server is not None and for_humans(request["request_id"], self.options.human_share):
+                        # A review app runs here, or (with --traffic-only) beside the engine elsewhere.
+                        people = self.review_server is not None or self.options.traffic_only
+                        if people and for_humans(request["request_id"], self.options.human_share):
                             self.left_for_humans += 1  # answered in the review app, or expires there
                             continue
                         self.requests.put(request)
