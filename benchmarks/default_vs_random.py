@@ -80,7 +80,7 @@ def report(results: list[dict[str, Any]], candidates: list[str], args: argparse.
     for cand in candidates:
         below = []
         print(f"\n{cand} vs random (accuracy, mean of {args.seeds} seeds)")
-        print(f"| stream | delay | " + " | ".join(f"{b:.0%}" for b in args.budgets) + " |")
+        print("| stream | delay | " + " | ".join(f"{b:.0%}" for b in args.budgets) + " |")
         print("|---|---:|" + "---:|" * len(args.budgets))
         for stream, d in itertools.product(args.streams, args.delays):
             cells = []

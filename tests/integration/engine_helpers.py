@@ -17,6 +17,9 @@ import orjson
 import yaml
 
 from stream_al.config import Settings
+from stream_al.engine import Engine
+from stream_al.messages import LabelMessage, LabelRequest
+from stream_al.snapshot import SnapshotStore
 from stream_al.kafka_io import RecordProducer, TopicReader, create_topics
 from stream_al.runner import Runner, RunLimits
 
@@ -92,6 +95,29 @@ def read_all(settings: Settings, topic: str, idle_seconds: float = 1.5, timeout:
     finally:
         reader.close()
     return records
+
+
+def engine_from_label_log(settings: Settings, count: int | None = None) -> Engine:
+    """A fresh engine fed the first ``count`` labels of the log (all by default), in log order,
+    with the features of their requests on the topic: what any replica's model must equal."""
+    requests: dict[str, LabelRequest] = {}
+    for record in read_all(settings, settings.topics.label_requests):
+        request = LabelRequest.model_validate_json(record.value)
+        requests.setdefault(request.request_id, request)
+    engine = Engine(settings)
+    for record in read_all(settings, settings.topics.labels)[:count]:
+        label = LabelMessage.model_validate_json(record.value)
+        request = requests[label.request_id]
+        engine.on_request(request, now=request.created_at)
+        engine.on_label(label, now=request.created_at)
+    return engine
+
+
+def engine_from_snapshot(settings: Settings, directory: Path | None = None) -> Engine:
+    """An engine restored from the newest snapshot in ``directory`` (default: the settings' own)."""
+    engine = Engine(settings)
+    engine.restore(SnapshotStore(directory or settings.snapshots.dir).load_latest()[1]["engine"])
+    return engine
 
 
 class EngineThread:

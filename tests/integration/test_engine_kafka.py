@@ -12,7 +12,6 @@ import pytest
 
 from stream_al.cli import main as cli_main
 from stream_al.engine import Engine
-from stream_al.runner import RunLimits
 
 from .engine_helpers import (
     Analyst, EngineProcess, EngineThread, engine_settings, produce_events, read_all, send_raw, wait_for, write_config,

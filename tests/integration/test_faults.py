@@ -11,39 +11,16 @@ import time
 import orjson
 import pytest
 
-from stream_al.engine import Engine
-from stream_al.messages import LabelMessage, LabelRequest
 from stream_al.runner import EXIT_BROKER_UNREACHABLE, EXIT_CHECKPOINT_FAILED
 from stream_al.snapshot import SnapshotStore
 
 from .engine_helpers import (
-    Analyst, EngineProcess, EngineThread, engine_settings, produce_events, read_all, send_raw, wait_for, write_config,
+    Analyst, EngineProcess, EngineThread, engine_from_label_log, engine_from_snapshot, engine_settings, produce_events, read_all, send_raw, wait_for, write_config,
 )
 
 pytestmark = pytest.mark.integration
 
 PROBES = [{"x": x / 4, "y": y / 4} for x in range(5) for y in range(5)]
-
-
-def replay_model_from_topics(settings):
-    """A fresh engine fed the label log in log order, with the features of the requests on the topic."""
-    requests = {}
-    for record in read_all(settings, settings.topics.label_requests):
-        request = LabelRequest.model_validate_json(record.value)
-        requests.setdefault(request.request_id, request)
-    offline = Engine(settings)
-    for record in read_all(settings, settings.topics.labels):
-        label = LabelMessage.model_validate_json(record.value)
-        offline.on_request(requests[label.request_id], now=requests[label.request_id].created_at)
-        offline.on_label(label, now=requests[label.request_id].created_at)
-    return offline
-
-
-def latest_engine_state(settings):
-    store = SnapshotStore(settings.snapshots.dir)
-    restored = Engine(settings)
-    restored.restore(store.load_latest()[1]["engine"])
-    return restored
 
 
 def assert_exactly_once(settings, stats, analyst, truth):
@@ -57,7 +34,7 @@ def assert_exactly_once(settings, stats, analyst, truth):
     assert predicted == set(truth)  # every event decided at least once
     # The model equals one trained offline on the same labels in log order (up to the order in which
     # a restart re-reads labels and requests, hence a small tolerance, far below one label's effect).
-    online, offline = latest_engine_state(settings), replay_model_from_topics(settings)
+    online, offline = engine_from_snapshot(settings), engine_from_label_log(settings)
     assert online.model_version == offline.model_version
     for probe in PROBES:
         assert online.model.predict_proba_one(probe)["fraud"] == pytest.approx(offline.model.predict_proba_one(probe)["fraud"], abs=0.02)

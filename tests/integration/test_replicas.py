@@ -6,35 +6,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream_al.engine import Engine
-from stream_al.messages import LabelMessage, LabelRequest
-from stream_al.snapshot import SnapshotStore
-
-from .engine_helpers import Analyst, EngineProcess, engine_settings, produce_events, read_all, wait_for, write_config
+from .engine_helpers import (
+    Analyst, EngineProcess, engine_from_label_log, engine_from_snapshot, engine_settings, produce_events, read_all,
+    wait_for, write_config,
+)
 
 pytestmark = pytest.mark.integration
 
 PROBES = [{"x": x / 4, "y": y / 4} for x in range(5) for y in range(5)]
-
-
-def model_after_labels(settings, count):
-    """The model a single engine has after the first ``count`` labels of the log."""
-    requests = {}
-    for record in read_all(settings, settings.topics.label_requests):
-        request = LabelRequest.model_validate_json(record.value)
-        requests.setdefault(request.request_id, request)
-    engine = Engine(settings)
-    for record in read_all(settings, settings.topics.labels)[:count]:
-        label = LabelMessage.model_validate_json(record.value)
-        engine.on_request(requests[label.request_id], now=0.0)
-        engine.on_label(label, now=0.0)
-    return engine.model
-
-
-def snapshot_model(settings, state_dir):
-    engine = Engine(settings)
-    engine.restore(SnapshotStore(state_dir).load_latest()[1]["engine"])
-    return engine
 
 
 def test_two_replicas_share_events_apply_every_label_and_survive_a_leave(kafka_bootstrap, topic_prefix, tmp_path):
@@ -66,8 +45,8 @@ def test_two_replicas_share_events_apply_every_label_and_survive_a_leave(kafka_b
     assert 0 < stats_a["labels_applied"] <= answered
     # One logical model: each replica's model is the label log's model at the labels it had applied.
     for stats, state_dir in ((stats_a, tmp_path / "a"), (stats_b, tmp_path / "b")):
-        replica = snapshot_model(settings, state_dir)
-        offline = model_after_labels(settings, stats["labels_applied"])
+        replica = engine_from_snapshot(settings, state_dir)
+        offline = engine_from_label_log(settings, stats["labels_applied"]).model
         for probe in PROBES:
             assert replica.model.predict_proba_one(probe)["fraud"] == pytest.approx(offline.predict_proba_one(probe)["fraud"], abs=0.02)
 
@@ -90,7 +69,7 @@ def test_rebuild_trains_a_new_model_type_from_the_label_log(kafka_bootstrap, top
     tree_config = write_config(tree, tmp_path / "tree.yaml")
     assert cli_main(["rebuild", "--config", str(tree_config)]) == 0
     assert f"labels applied       {labels}" in capsys.readouterr().out
-    rebuilt = snapshot_model(tree, tmp_path / "tree")
+    rebuilt = engine_from_snapshot(tree)
     assert rebuilt.model_version == labels and type(rebuilt.model).__name__ == "HoeffdingTreeClassifier"
     engine = EngineProcess(tree_config, tmp_path / "tree.json", "--idle-exit-seconds", "2")
     assert engine.process.wait(60) == 0

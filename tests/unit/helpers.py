@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 
@@ -32,3 +33,15 @@ def linear_stream(seed: int, n: int) -> Iterator[tuple[dict[str, float], str]]:
 
 def argmax(scores: dict[str, float]) -> str | None:
     return max(scores, key=scores.__getitem__) if scores else None
+
+
+def worst_excess(spent: list[bool], clock: list[float], rate: float) -> float:
+    """max over event ranges [i, j] of spent(i..j) - rate * (clock_j - clock_i)."""
+    best_start = math.inf  # min over i <= j of S_{i-1} - rate * clock_i
+    s_before = 0
+    worst = -math.inf
+    for took, c in zip(spent, clock):
+        best_start = min(best_start, s_before - rate * c)
+        s_before += took
+        worst = max(worst, s_before - rate * c - best_start)
+    return worst

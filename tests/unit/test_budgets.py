@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import pickle
 import random
 
@@ -12,6 +11,8 @@ from stream_al.config import SamplerSettings
 from stream_al.sampling import (
     DriftBoost, FractionBudget, OpenRequestsCap, RateBudget, Sampler, UtilityRule, VariableThreshold, build_strategy,
 )
+
+from .helpers import worst_excess
 
 
 def default_sampler(budgets, seed: int = 0) -> Sampler:
@@ -74,16 +75,6 @@ def boost_sampler(seed: int = 0, fraction: float = 0.02, extra: float = 0.1, all
                    random_share=0.1, drift_boost=drift)
 
 
-def excess(flags: list[bool], clock: list[float], rate: float) -> float:
-    """max over ranges [i, j] of count(i..j) - rate * (clock_j - clock_i)."""
-    best, before, worst = math.inf, 0, -math.inf
-    for took, c in zip(flags, clock):
-        best = min(best, before - rate * c)
-        before += took
-        worst = max(worst, before - rate * c - best)
-    return worst
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_drift_boost_bounds(seed):
     rng = random.Random(seed)
@@ -101,11 +92,11 @@ def test_drift_boost_bounds(seed):
         clock.append(t)
     assert sum(boosted) > 0 and sampler.boosted == sum(boosted) == drift.spent
     # Boosted labels: over any w events at most 1 + extra * (w + 1) ...
-    assert excess(boosted, list(map(float, range(len(boosted)))), drift.max_extra_fraction) <= 1 + drift.max_extra_fraction + 1e-9
+    assert worst_excess(boosted, list(map(float, range(len(boosted)))), drift.max_extra_fraction) <= 1 + drift.max_extra_fraction + 1e-9
     # ... over any t seconds at most allowance burst + allowance rate * t ...
-    assert excess(boosted, clock, drift.allowance.rate) <= drift.allowance.burst + 1e-6
+    assert worst_excess(boosted, clock, drift.allowance.rate) <= drift.allowance.burst + 1e-6
     # ... and all labels together over any w events at most cap burst + cap fraction * w.
-    assert excess(every, list(map(float, range(len(every)))), drift.cap.fraction) <= drift.cap.burst + 1e-9
+    assert worst_excess(every, list(map(float, range(len(every)))), drift.cap.fraction) <= drift.cap.burst + 1e-9
 
 
 def test_drift_boost_adds_labels_only_while_active_and_only_when_asked():

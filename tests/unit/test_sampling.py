@@ -12,6 +12,8 @@ import pytest
 
 from stream_al.sampling import FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_bernoulli, hash_uniform
 
+from .helpers import worst_excess
+
 
 def VariableUncertainty(budgets, seed: int = 0, random_share: float = 0.1) -> Sampler:
     """The sampler the engine builds by default: least confidence under a variable threshold."""
@@ -143,18 +145,6 @@ def run_rate(budget: RateBudget, times: list[float], ask_probability: float, see
     return spent
 
 
-def worst_excess(spent: list[bool], clock: list[float], rate: float) -> float:
-    """max over event ranges [i, j] of spent(i..j) - rate * (clock_j - clock_i)."""
-    best_start = math.inf  # min over i <= j of S_{i-1} - rate * clock_i
-    s_before = 0
-    worst = -math.inf
-    for took, c in zip(spent, clock):
-        best_start = min(best_start, s_before - rate * c)
-        s_before += took
-        worst = max(worst, s_before - rate * c - best_start)
-    return worst
-
-
 @pytest.mark.parametrize("seed", range(25))
 def test_rate_budget_interval_bound(seed):
     rng = random.Random(seed)
@@ -238,7 +228,7 @@ def test_set_share_scales_rate_and_burst():
 def test_set_share_keeps_the_interval_bound():
     rng = random.Random(5)
     budget = RateBudget(rate=1.0, burst=10.0)
-    spent, times, rates = [], [], []
+    spent, times = [], []
     t = 0.0
     for i in range(4000):
         if i % 500 == 0:
