@@ -93,6 +93,7 @@ class TopicSettings(_Section):
     labels: str = "labels"
     predictions: str | None = Field("predictions", description="null disables the predictions output")
     dead_letters: str = "dead-letters"
+    drift: str | None = Field("drift", description="drift alerts (JSON); null disables them")
     events_partitions: int = Field(4, ge=1)
     label_requests_partitions: int = Field(1, ge=1)
     replication_factor: int = Field(1, ge=1)
@@ -185,6 +186,39 @@ class BudgetSettings(_Section):
         return parse_rate(self.rate) if self.rate else None
 
 
+class DriftSettings(_Section):
+    """Drift monitoring (DESIGN §6, :mod:`stream_al.drift`) and what a drift sets off."""
+
+    enabled: bool = True
+    block_events: int = Field(50, ge=1, description="label-free signals are watched as means over blocks of this many events")
+    warmup_events: int = Field(2000, ge=0, description="events before the stream view starts (a new model moves fast)")
+    warmup_labels: int = Field(50, ge=0, description="labels before the panel view starts")
+    calibration_blocks: int = Field(20, ge=2, description="values that set each detector's reference (again after each drift)")
+    threshold: float = Field(10.0, gt=0, description="CUSUM drift threshold, in standard deviations")
+    warning_threshold: float = Field(5.0, gt=0, description="CUSUM warning threshold (starts a background model)")
+    allowance: float = Field(0.5, ge=0, description="CUSUM slack per value, in standard deviations")
+    reference_halflife_blocks: float = Field(200.0, gt=0, description="how fast a stable reference follows slow change")
+    min_std: float = Field(0.002, gt=0, description="smallest spread a reference may have")
+    panel_size: int = Field(100, ge=0, description="events in the rolling panel the model is re-scored on; 0 turns the panel view off")
+    panel_stride: int = Field(50, ge=1, description="events between two renewals of a panel member")
+    panel_every_labels: int = Field(10, ge=1, description="labels between two panel scorings")
+    features: tuple[str, ...] = Field((), description="features watched one by one (block means)")
+    audit_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence on audit-label errors")
+    audit_min_labels: int = Field(30, ge=1, description="audit labels before their detector may fire")
+    audit_window: int = Field(200, ge=1, description="audit labels in the rolling audit accuracy")
+    boost: bool = Field(True, description="a drift starts a budget boost (needs budget.boost)")
+    background_model: bool = Field(False, description="a warning trains a new model; a drift swaps it in (via the label log)")
+    background_min_labels: int = Field(50, ge=1, description="labels a background model learns before it may be swapped in")
+    background_max_labels: int = Field(1000, ge=1, description="a background model not swapped in after this many labels is dropped")
+    swap_cooldown_labels: int = Field(200, ge=0, description="a swap this soon after the last one is ignored")
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> DriftSettings:
+        if self.warning_threshold > self.threshold:
+            raise ValueError(f"drift.warning_threshold {self.warning_threshold} is above drift.threshold {self.threshold}")
+        return self
+
+
 class RequestSettings(_Section):
     """Lifetimes and bounds of the engine's stores."""
 
@@ -261,6 +295,7 @@ class Settings(BaseSettings):
     sampler: SamplerSettings = SamplerSettings()
     budget: BudgetSettings = BudgetSettings()
     requests: RequestSettings = RequestSettings()
+    drift: DriftSettings = DriftSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     metrics: MetricsSettings = MetricsSettings()
     review: ReviewSettings = ReviewSettings()

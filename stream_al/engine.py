@@ -30,14 +30,16 @@ again under the same id and the duplicate is absorbed.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+import math
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from river import base
 
 from stream_al.config import Settings
-from stream_al.messages import Event, Features, InvalidInput, LabelMessage, LabelRequest, canonical_label, numeric_features
+from stream_al.drift import DriftAlert, DriftMonitor
+from stream_al.messages import Event, Features, InvalidInput, LabelMessage, LabelRequest, ModelControl, canonical_label, numeric_features
 from stream_al.models import build_model, linear_contributions
 from stream_al.sampling import Budget, DriftBoost, FractionBudget, OpenRequestsCap, RateBudget, Sampler, build_strategy, random_share_of
 
@@ -90,6 +92,7 @@ class EngineCounters:
     corrections: int = 0
     late_ground_truth: int = 0
     labels_rejected: dict[str, int] = field(default_factory=dict)
+    model_swaps: int = 0
 
 
 def build_sampler(settings: Settings) -> Sampler:
@@ -140,6 +143,17 @@ class Engine:
         self.answered: OrderedDict[str, str] = OrderedDict()
         self.answered_features: OrderedDict[str, Features] = OrderedDict()
         self.waiting: OrderedDict[str, tuple[LabelMessage, float, Any]] = OrderedDict()
+        self.drift = DriftMonitor(settings.drift, settings.positive_class, settings.sampler.fixed_threshold) if settings.drift.enabled else None
+        # A model trained beside the live one since a drift warning (DESIGN §6); changed only by
+        # ModelControl records of the label log, so every replica and replay holds the same one.
+        self.background: base.Classifier | None = None
+        self.background_labels = 0
+        self.swap_pending = False
+        self.labels_at_swap: int | None = None
+        # For the caller to publish: alerts (drift topic, logs, metrics) and controls (labels topic).
+        self.drift_alerts: deque[DriftAlert] = deque(maxlen=1000)
+        self.outbox: deque[ModelControl] = deque(maxlen=100)
+        self._control_seq = 0
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -157,6 +171,8 @@ class Engine:
             event.id, scores, clock, model=self.model, features=event.features, open_requests=open_requests,
         )
         decision = Decision(event.id, scores, predicted, choice.uncertainty, self.model_version)
+        if self.drift is not None and self.drift.observe_event(scores, choice.uncertainty, event.features):
+            self._on_drift_alerts(now)
         if choice.query:
             request_id = request_id_for(event.id)
             if request_id in self.pending or request_id in self.answered or request_id in self.expired:
@@ -255,6 +271,15 @@ class Engine:
         self.model_version += 1
         self.counters.labels_applied += 1
         self.counters.corrections += correction
+        if self.background is not None:
+            self._teach_background(features, value)
+        drift = self.drift
+        if drift is not None:
+            if request is not None and request.reason == "random" and request.predicted is not None and not correction:
+                drift.observe_audit(request.predicted == value)
+            drift.observe_labels(self.model, self.counters.labels_applied)
+            if drift.has_alerts:
+                self._on_drift_alerts(now)
         if not correction:
             self.answered[rid] = value
             self.answered_features[rid] = features
@@ -269,6 +294,69 @@ class Engine:
         rejected = self.counters.labels_rejected
         rejected[reason] = rejected.get(reason, 0) + 1
         return Outcome("rejected", rid, reason, detail, ref)
+
+    # -- drift --------------------------------------------------------------------------------
+
+    def _on_drift_alerts(self, now: float) -> None:
+        """Act on new alerts: keep them for the caller, boost the budget, ask for a model change."""
+        cfg = self.settings.drift
+        boost = self.settings.budget.boost
+        for alert in self.drift.take_alerts():  # type: ignore[union-attr]
+            self.drift_alerts.append(alert)
+            if alert.level == "drift":
+                if cfg.boost and boost is not None:
+                    self.sampler.boost(boost.max_extra_fraction, math.inf)  # the boost clips itself to max_seconds
+                if cfg.background_model:
+                    self._issue("model_swap", alert, now)
+            elif cfg.background_model and self.background is None:
+                self._issue("background_start", alert, now)
+
+    def _issue(self, control: str, alert: DriftAlert, now: float) -> None:
+        """Queue a model change for the label log: it takes effect when read back from there."""
+        self._control_seq += 1
+        control_id = f"{control}-{self.settings.kafka.client_id}-{self.counters.events}-{self._control_seq}"
+        self.outbox.append(ModelControl(
+            control=control, control_id=control_id, signal=alert.signal, issued_at=now, issued_by=self.settings.kafka.client_id,
+        ))
+
+    def on_control(self, control: ModelControl) -> str:
+        """Apply a model change read from the label log; returns what happened, for the log."""
+        cfg = self.settings.drift
+        if control.control == "model_swap":
+            if self.labels_at_swap is not None and self.counters.labels_applied - self.labels_at_swap < cfg.swap_cooldown_labels:
+                return f"ignored: the last swap was {self.counters.labels_applied - self.labels_at_swap} labels ago"
+            self.swap_pending = True
+        if self.background is None:
+            self.background = build_model(self.settings.model.name, self.settings.model.params, ordered_classes(self.settings))
+            self.background_labels = 0
+            if not self.swap_pending:
+                return "background model started"
+        if self.swap_pending and self.background_labels >= cfg.background_min_labels:
+            return self._swap()
+        if self.swap_pending:
+            return f"swap pending: the background model has {self.background_labels} of {cfg.background_min_labels} labels"
+        return "ignored: a background model is already training"
+
+    def _teach_background(self, features: Features, value: str) -> None:
+        cfg = self.settings.drift
+        self.background.learn_one(features, value)  # type: ignore[union-attr]
+        self.background_labels += 1
+        if self.swap_pending and self.background_labels >= cfg.background_min_labels:
+            self._swap()
+        elif not self.swap_pending and self.background_labels >= cfg.background_max_labels:
+            self.background = None  # a warning that never became a drift
+            self.background_labels = 0
+
+    def _swap(self) -> str:
+        self.model, self.background = self.background, None  # type: ignore[assignment]
+        labels = self.background_labels
+        self.background_labels = 0
+        self.swap_pending = False
+        self.labels_at_swap = self.counters.labels_applied
+        self.counters.model_swaps += 1
+        if self.drift is not None:
+            self.drift.model_replaced()
+        return f"swapped in the background model ({labels} labels)"
 
     # -- time -----------------------------------------------------------------------------------
 
@@ -304,7 +392,10 @@ class Engine:
 
     # -- snapshots ------------------------------------------------------------------------------
 
-    _STATE = ("model", "sampler", "model_version", "counters", "pending", "expired", "answered", "answered_features", "waiting")
+    _STATE = (
+        "model", "sampler", "model_version", "counters", "pending", "expired", "answered", "answered_features", "waiting",
+        "drift", "background", "background_labels", "swap_pending", "labels_at_swap",
+    )
 
     def state(self) -> dict[str, Any]:
         """Everything that changes as the engine runs, for a snapshot (the settings are not in it)."""
@@ -328,6 +419,12 @@ class Engine:
             )
         warnings = []
         for name in self._STATE:
+            if name not in state:  # a snapshot from before the field existed: keep the fresh value
+                continue
+            if name == "drift" and (self.drift is None or state["drift"] is None or state["drift"].settings != self.settings.drift):
+                if self.drift is not None:
+                    warnings.append("drift settings changed since the snapshot: the drift detectors start afresh")
+                continue
             if name == "sampler" and state["sampler_config"] != _sampler_config(self.settings):
                 warnings.append("sampler or budget settings changed since the snapshot: the sampler starts afresh")
                 continue

@@ -290,6 +290,22 @@ class LabelRequest(BaseModel):
     )
 
 
+class ModelControl(BaseModel):
+    """A model change, written to the ``labels`` topic so every replica and every replay makes it at
+    the same point of the label log (DESIGN §3). ``background_start``: train a new model beside the
+    live one from the next label on; ``model_swap``: put that model in place of the live one once it
+    has learned ``drift.background_min_labels`` labels (starting one now if there is none)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    control: Literal["background_start", "model_swap"]
+    control_id: str
+    signal: str
+    issued_at: float = Field(description="epoch seconds")
+    issued_by: str | None = Field(None, description="the replica (kafka.client_id) whose detector fired")
+
+
 class Prediction(BaseModel):
     """One scored event on the optional ``predictions`` topic."""
 
@@ -308,12 +324,34 @@ def _decode_error(exc: orjson.JSONDecodeError) -> InvalidInput:
     return InvalidInput("malformed_json", str(exc))
 
 
-def parse_label(raw: bytes) -> LabelMessage:
-    """Decode and validate a label message, raising :class:`InvalidInput` with a reason."""
+def _load(raw: bytes) -> Any:
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _decode_error(exc) from None
+
+
+def parse_label(raw: bytes) -> LabelMessage:
+    """Decode and validate a label message, raising :class:`InvalidInput` with a reason."""
+    return _validated_label(_load(raw))
+
+
+def parse_label_log(raw: bytes) -> LabelMessage | ModelControl:
+    """Decode a record of the ``labels`` topic: a label, or a :class:`ModelControl` (it has ``control``).
+
+    >>> parse_label_log(b'{"control": "model_swap", "control_id": "c1", "signal": "score", "issued_at": 1}').control
+    'model_swap'
+    """
+    obj = _load(raw)
+    if not (isinstance(obj, dict) and "control" in obj):
+        return _validated_label(obj)
+    try:
+        return ModelControl.model_validate(obj)
+    except ValueError as exc:
+        raise InvalidInput("invalid_control", _first_error(exc)) from None
+
+
+def _validated_label(obj: Any) -> LabelMessage:
     try:
         return LabelMessage.model_validate(obj)
     except ValueError as exc:

@@ -81,6 +81,8 @@ class RunResult:
     seconds: float
     curve: Curve
     request_indices: list[int] = field(default_factory=list, repr=False)
+    drift_alerts: list[dict[str, Any]] = field(default_factory=list)
+    model_swaps: int = 0
 
     @property
     def window_ok(self) -> bool | None:
@@ -155,6 +157,7 @@ def simulate(
     latency_events: list[float] = []
     latency_seconds: list[float] = []
     decide_seconds = 0.0
+    drift_alerts: list[dict[str, Any]] = []
     prefix = f"{stream.name}-"
     clock = time.perf_counter
     for i in range(n):
@@ -174,6 +177,8 @@ def simulate(
             if outcome.status == "applied":
                 latency_events.append(i - answer.index)
                 latency_seconds.append(now - answer.created_at)
+        if engine.drift_alerts or engine.outbox:
+            _record_drift(engine, i, drift_alerts)
         if i % options.tick_every == 0:
             engine.tick(now)
         if progress is not None and i % 1000 == 0:
@@ -191,8 +196,19 @@ def simulate(
         window_bound=window_bound(fraction, budget.fraction_burst, window) if fraction and window else None,
         latency_events=summary_stats(latency_events), latency_seconds=summary_stats(latency_seconds),
         decisions_per_second=n / decide_seconds if decide_seconds else 0.0, seconds=time.perf_counter() - started,
-        request_indices=requests, **_metrics(scorer, labels),
+        request_indices=requests, drift_alerts=drift_alerts, model_swaps=engine.counters.model_swaps, **_metrics(scorer, labels),
     )
+
+
+def _record_drift(engine: Engine, index: int, out: list[dict[str, Any]]) -> None:
+    """Note the engine's new drift alerts at this event, and apply its model controls at once (in a
+    simulation the label log is this loop, so a control is read back as soon as it is written)."""
+    while engine.drift_alerts:
+        alert = engine.drift_alerts.popleft()
+        out.append({"index": index, "signal": alert.signal, "level": alert.level, "labels": engine.counters.labels_applied,
+                    "statistic": alert.statistic})
+    while engine.outbox:
+        engine.on_control(engine.outbox.popleft())
 
 
 def _metrics(scorer: _Scorer, labels: list[str]) -> dict[str, Any]:

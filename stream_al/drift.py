@@ -1,0 +1,361 @@
+"""Drift monitoring in three layers (DESIGN §6): what changed, seen with few and late labels.
+
+1. **Label-free**, from every event, with no label needed:
+
+   - the *stream* view: means over blocks of ``block_events`` events of the score (probability of
+     the positive class, or the top probability), the uncertainty (``1 - max p``) and the
+     would-query share (events a fixed-uncertainty sampler would ask about: ``max p`` below
+     ``sampler.fixed_threshold``). These move when the events change (new fraud patterns, a
+     changed upstream system) whatever the labels say.
+   - the *panel* view: the model's scores on a rolling panel of recent events, taken again every
+     ``panel_every_labels`` labels. ``panel_shift`` is the mean signed change of the score,
+     ``panel_churn`` the mean total-variation change of the class probabilities. A pure concept
+     drift (the same events, other answers) leaves the stream view unchanged until the model has
+     learned otherwise, and even then hides the model's move under the spread of the events: a
+     block mean of 50 scores varies by ~0.05 while the model moves by ~0.01 per 1,000 events after
+     a drift. Scoring the *same* events before and after each batch of labels removes that spread,
+     so the model's reaction to labels that contradict it stands out within a few hundred events.
+
+2. **Label-based**: the error of the prediction stored in each *audit* request (``reason ==
+   "random"``), against its label. Only audits: uncertainty-picked events are the hard ones, and
+   their error rate is high by design, so it would look like drift. Audit errors feed River's
+   ADWIN; :attr:`DriftMonitor.audit_accuracy` is the rolling, unbiased estimate of live accuracy.
+
+3. **Per feature** (optional): block means of the named features, as in the stream view.
+
+Every series but the audit errors is watched by a :class:`Cusum`: a two-sided CUSUM (Page 1954) on
+the series standardised against its own reference (mean and spread measured over a calibration
+period, then following slow change), so one threshold, in standard deviations, suits values in
+[0, 1] of any spread. A ``warning`` precedes a ``drift``; a drift resets every label-free detector
+(the model is about to change, so their references are stale) and each then calibrates again.
+
+>>> monitor = DriftMonitor(DriftSettings(warmup_events=0, calibration_blocks=10), positive_class="1")
+>>> for i in range(4000):  # the positive score jumps from ~0.2 to ~0.6 at event 2000
+...     p = (0.2 if i < 2000 else 0.6) + 0.1 * ((i * 7919) % 13 - 6) / 6
+...     _ = monitor.observe_event({"0": 1 - p, "1": p}, min(p, 1 - p), {})
+>>> [(a.signal, a.level, a.events) for a in monitor.take_alerts() if a.level == "drift"]
+[('score', 'drift', 2250), ('uncertainty', 'drift', 2250)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from river.drift import ADWIN
+
+from stream_al.config import DriftSettings
+
+STABLE, WARNING, DRIFT = 0, 1, 2
+Level = Literal["warning", "drift"]
+STREAM_SIGNALS = ("score", "uncertainty", "would_query")
+PANEL_SIGNALS = ("panel_shift", "panel_churn")
+AUDIT_SIGNAL = "audit_error"
+
+
+def feature_signal(name: str) -> str:
+    return f"feature:{name}"
+
+
+@dataclass(slots=True)
+class DriftAlert:
+    """A detector crossed its warning or drift threshold.
+
+    ``events`` and ``labels``: what the monitor had seen when it fired; ``statistic``: the CUSUM in
+    standard deviations (audit errors: the recent error rate); ``reference``: the series' mean
+    before the change.
+    """
+
+    signal: str
+    level: Level
+    events: int
+    labels: int
+    statistic: float
+    reference: float
+
+
+class Cusum:
+    """Two-sided CUSUM on a series standardised against its own reference.
+
+    The first ``calibration`` values set the reference mean and spread (no alarm meanwhile); after
+    that each value ``x`` becomes ``z = (x - mean) / max(std, min_std)`` and the sums ``g+ = max(0,
+    g+ + z - allowance)`` and ``g- = max(0, g- - z - allowance)`` grow while the series stays off
+    its reference. The level is ``warning`` above ``warning`` and ``drift`` above ``threshold``.
+    While the level is stable the reference follows slow change (an exponential average with
+    ``halflife`` values): a model that keeps improving moves its scores slowly, and that is not a
+    drift. ``min_std`` keeps a constant series from turning its first wobble into an alarm.
+
+    >>> cusum = Cusum(threshold=8, warning=4, allowance=0.5, calibration=20, halflife=500, min_std=0.01)
+    >>> levels = [cusum.update(0.3 + 0.02 * (i % 5 - 2)) for i in range(100)] + [cusum.update(0.5) for _ in range(5)]
+    >>> max(levels[:100]), levels[100:]
+    (0, [0, 1, 2, 0, 0])
+    """
+
+    def __init__(
+        self, threshold: float, warning: float, allowance: float, calibration: int, halflife: float, min_std: float,
+        clip: float = 3.0,
+    ):
+        if not 0 < warning <= threshold:
+            raise ValueError("need 0 < warning <= threshold")
+        self.threshold = threshold
+        self.warning = warning
+        self.allowance = allowance
+        self.calibration = calibration
+        self.fade = 0.5 ** (1.0 / halflife)
+        self.min_std = min_std
+        self.clip = clip
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self.var = 0.0
+        self.high = self.low = 0.0
+        self.level = STABLE
+
+    @property
+    def statistic(self) -> float:
+        return max(self.high, self.low)
+
+    def update(self, x: float) -> int:
+        """Take one value; returns the level (0 stable, 1 warning, 2 drift). A drift resets the test."""
+        if self.level == DRIFT:
+            self.reset()
+        self.n += 1
+        if self.n <= self.calibration:  # Welford: the reference mean and variance
+            delta = x - self.mean
+            self.mean += delta / self.n
+            self.var += (delta * (x - self.mean) - self.var) / self.n
+            return STABLE
+        z = (x - self.mean) / max(math.sqrt(self.var), self.min_std)
+        z = z if -self.clip < z < self.clip else math.copysign(self.clip, z)  # one outlier is not a drift
+        self.high = max(0.0, self.high + z - self.allowance)
+        self.low = max(0.0, self.low - z - self.allowance)
+        stat = self.high if self.high > self.low else self.low
+        if stat > self.threshold:
+            self.level = DRIFT
+        elif stat > self.warning:
+            self.level = WARNING
+        else:
+            self.level = STABLE
+            fade = self.fade
+            delta = x - self.mean
+            self.mean += (1.0 - fade) * delta
+            self.var = fade * (self.var + (1.0 - fade) * delta * delta)
+        return self.level
+
+
+@dataclass
+class _Watch:
+    """One signal's detector and its last level."""
+
+    cusum: Cusum
+    level: int = STABLE
+
+
+@dataclass
+class _Panel:
+    """Recent events the model is scored on again after each batch of labels."""
+
+    size: int
+    members: list[Mapping[str, float]] = field(default_factory=list)
+    scores: list[dict[str, float] | None] = field(default_factory=list)
+    next_slot: int = 0
+
+
+class DriftMonitor:
+    """The three layers for one engine. Feed it; read :meth:`take_alerts` and :attr:`states`.
+
+    :meth:`observe_event` runs on every event and only adds to block sums (the detectors run once
+    per block); :meth:`observe_labels` runs after labels are learned and scores the panel every
+    ``panel_every_labels`` of them; :meth:`observe_audit` takes each audit label's outcome.
+    """
+
+    def __init__(self, settings: DriftSettings, positive_class: str | None = None, wq_confidence: float = 0.9):
+        self.settings = settings
+        self.positive_class = positive_class
+        self.wq_uncertainty = 1.0 - wq_confidence
+        self.features = tuple(settings.features)
+        s = settings
+        signals = list(STREAM_SIGNALS) + [feature_signal(f) for f in self.features]
+        self.watches: dict[str, _Watch] = {name: _Watch(self._cusum()) for name in signals}
+        if s.panel_size:
+            for name in PANEL_SIGNALS:
+                self.watches[name] = _Watch(self._cusum())
+        self.audit = ADWIN(delta=s.audit_delta, clock=1, grace_period=s.audit_min_labels)
+        self.audit_outcomes: deque[bool] = deque(maxlen=s.audit_window)
+        self.audit_level = STABLE
+        self.panel = _Panel(s.panel_size)
+        self.events = 0
+        self.labels = 0
+        self._labels_at_panel = 0
+        self._block_n = 0
+        self._score_sum = self._uncertainty_sum = 0.0
+        self._would_query = 0
+        self._feature_sums = [0.0] * len(self.features)
+        self._feature_counts = [0] * len(self.features)
+        self._alerts: list[DriftAlert] = []
+        self.detections: dict[str, int] = {}
+
+    def _cusum(self) -> Cusum:
+        s = self.settings
+        return Cusum(s.threshold, s.warning_threshold, s.allowance, s.calibration_blocks, s.reference_halflife_blocks, s.min_std)
+
+    # -- layer 1 and 3: every event ------------------------------------------------------------
+
+    def observe_event(self, scores: Mapping[str, float], uncertainty: float, features: Mapping[str, Any]) -> bool:
+        """Add one scored event to the current block; a full block goes to the detectors.
+
+        Returns True when there are alerts to take (only ever after a block closes: cheap to test).
+        """
+        self.events += 1
+        if self.events <= self.settings.warmup_events:
+            return False
+        if scores:
+            positive = self.positive_class
+            score = scores.get(positive, 0.0) if positive is not None else 1.0 - uncertainty
+        else:
+            score = 0.0
+        self._score_sum += score
+        self._uncertainty_sum += uncertainty
+        if uncertainty > self.wq_uncertainty:
+            self._would_query += 1
+        if self.features:
+            sums, counts = self._feature_sums, self._feature_counts
+            for i, name in enumerate(self.features):
+                value = features.get(name)
+                if value is not None:
+                    sums[i] += value
+                    counts[i] += 1
+        panel = self.panel
+        if panel.size and self.events % self.settings.panel_stride == 0:
+            self._renew_panel_member(features)
+        self._block_n += 1
+        if self._block_n == self.settings.block_events:
+            self._close_block()
+            return bool(self._alerts)
+        return False
+
+    def _close_block(self) -> None:
+        n = self._block_n
+        values = {"score": self._score_sum / n, "uncertainty": self._uncertainty_sum / n, "would_query": self._would_query / n}
+        for i, name in enumerate(self.features):
+            if self._feature_counts[i]:
+                values[feature_signal(name)] = self._feature_sums[i] / self._feature_counts[i]
+        self._block_n = 0
+        self._score_sum = self._uncertainty_sum = 0.0
+        self._would_query = 0
+        self._feature_sums = [0.0] * len(self.features)
+        self._feature_counts = [0] * len(self.features)
+        self._update(values)
+
+    # -- layer 1, panel view: after labels -------------------------------------------------------
+
+    def _renew_panel_member(self, features: Mapping[str, Any]) -> None:
+        """Put this event in the panel (filling it, then replacing the oldest member)."""
+        panel = self.panel
+        member = dict(features)
+        if len(panel.members) < panel.size:
+            panel.members.append(member)
+            panel.scores.append(None)
+        else:
+            panel.members[panel.next_slot] = member
+            panel.scores[panel.next_slot] = None  # scored afresh at the next panel check
+            panel.next_slot = (panel.next_slot + 1) % panel.size
+
+    def observe_labels(self, model: Any, labels_applied: int) -> None:
+        """After labels were learned: every ``panel_every_labels`` labels, score the panel again."""
+        self.labels = labels_applied
+        panel = self.panel
+        if not panel.size or len(panel.members) < panel.size:
+            return
+        if labels_applied - self._labels_at_panel < self.settings.panel_every_labels:
+            return
+        self._labels_at_panel = labels_applied
+        positive = self.positive_class
+        shift = churn = 0.0
+        compared = 0
+        for i, member in enumerate(panel.members):
+            new = model.predict_proba_one(member)
+            old = panel.scores[i]
+            panel.scores[i] = new
+            if old is None or not new:
+                continue
+            compared += 1
+            if positive is not None:
+                shift += new.get(positive, 0.0) - old.get(positive, 0.0)
+            else:
+                shift += max(new.values()) - max(old.values(), default=0.0)
+            churn += 0.5 * sum(abs(new.get(c, 0.0) - old.get(c, 0.0)) for c in new.keys() | old.keys())
+        if compared and labels_applied > self.settings.warmup_labels:
+            self._update({"panel_shift": shift / compared, "panel_churn": churn / compared})
+
+    def model_replaced(self) -> None:
+        """A new model (a swap): the panel's old scores belong to another model, start afresh."""
+        self.panel.scores = [None] * len(self.panel.scores)
+        self._reset_label_free()
+
+    # -- layer 2: audit labels ----------------------------------------------------------------
+
+    def observe_audit(self, correct: bool) -> None:
+        """An audit label's outcome against the prediction its request was made with."""
+        self.audit_outcomes.append(correct)
+        error = 0.0 if correct else 1.0
+        before = self.audit.estimation
+        self.audit.update(error)
+        if self.audit.drift_detected and self.audit.estimation > before:  # only a rise in error is drift
+            self.audit_level = DRIFT
+            self._alert(AUDIT_SIGNAL, "drift", self.audit.estimation, before)
+        else:
+            self.audit_level = STABLE
+
+    @property
+    def audit_accuracy(self) -> float | None:
+        """Accuracy over the last ``audit_window`` audit labels: the unbiased live estimate."""
+        if not self.audit_outcomes:
+            return None
+        return sum(self.audit_outcomes) / len(self.audit_outcomes)
+
+    # -- shared ---------------------------------------------------------------------------------
+
+    def _update(self, values: dict[str, float]) -> None:
+        drifted = False
+        for name, value in values.items():
+            watch = self.watches.get(name)
+            if watch is None:
+                continue
+            level = watch.cusum.update(value)
+            if level != watch.level and level != STABLE:
+                self._alert(name, "drift" if level == DRIFT else "warning", watch.cusum.statistic, watch.cusum.mean)
+            watch.level = level
+            drifted = drifted or level == DRIFT
+        if drifted:
+            self._reset_label_free()
+
+    def _reset_label_free(self) -> None:
+        for watch in self.watches.values():
+            watch.cusum.reset()
+            watch.level = STABLE
+
+    def _alert(self, signal: str, level: Level, statistic: float, reference: float) -> None:
+        self._alerts.append(DriftAlert(signal, level, self.events, self.labels, statistic, reference))
+        if level == "drift":
+            self.detections[signal] = self.detections.get(signal, 0) + 1
+
+    @property
+    def has_alerts(self) -> bool:
+        return bool(self._alerts)
+
+    def take_alerts(self) -> list[DriftAlert]:
+        """The alerts since the last call (oldest first)."""
+        alerts, self._alerts = self._alerts, []
+        return alerts
+
+    @property
+    def states(self) -> dict[str, int]:
+        """Each signal's level now: 0 stable, 1 warning, 2 drift."""
+        states = {name: watch.level for name, watch in self.watches.items()}
+        states[AUDIT_SIGNAL] = self.audit_level
+        return states
