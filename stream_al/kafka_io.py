@@ -469,6 +469,8 @@ def topic_specs(topics: TopicSettings) -> dict[str, int]:
     }
     if topics.predictions:
         specs[topics.predictions] = topics.events_partitions
+    if topics.drift:
+        specs[topics.drift] = 1
     return specs
 
 

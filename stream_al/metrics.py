@@ -49,6 +49,15 @@ class Metrics:
             f"{p}_label_to_update_seconds", "Time from a label reaching Kafka to the model learning it.",
             buckets=UPDATE_LATENCY_BUCKETS, registry=r,
         )
+        self.drift_detected = Counter(f"{p}_drift_detected", "Drifts detected, by signal.", ["signal"], registry=r)
+        self.drift_state = Gauge(f"{p}_drift_state", "Each drift signal's level: 0 stable, 1 warning, 2 drift.", ["signal"], registry=r)
+        self.audit_accuracy = Gauge(
+            f"{p}_audit_accuracy", "Accuracy of the predictions on the latest random audit labels (unbiased).", registry=r,
+        )
+        self.model_swaps = Counter(f"{p}_model_swaps", "Background models swapped in after a drift.", registry=r)
+        self.background_model_labels = Gauge(
+            f"{p}_background_model_labels", "Labels the background model has learned (0: none training).", registry=r,
+        )
         self.batch_seconds = Histogram(f"{p}_poll_batch_seconds", "Time to process one poll batch.", buckets=UPDATE_LATENCY_BUCKETS, registry=r)
         for reason in ("uncertainty", "random", "cold_start"):
             self.label_requests.labels(reason)

@@ -19,7 +19,7 @@ from pathlib import Path
 from stream_al.config import Settings
 from stream_al.engine import Engine, request_id_for
 from stream_al.kafka_io import TopicReader
-from stream_al.messages import InvalidInput, LabelRequest, parse_label, parse_label_request
+from stream_al.messages import InvalidInput, LabelRequest, ModelControl, parse_label_log, parse_label_request
 from stream_al.runner import snapshot_payload
 from stream_al.snapshot import SnapshotStore
 
@@ -52,12 +52,15 @@ def rebuild(settings: Settings, snapshots_dir: Path | None = None) -> RebuildRep
                 request = parse_label_request(record.value)
                 requests.setdefault(request.request_id, request)
             else:
-                labels.append(parse_label(record.value))
+                labels.append(parse_label_log(record.value))
         except InvalidInput as exc:
             log.warning("skipping %s:%d:%d (%s)", record.topic, record.partition, record.offset, exc)
     engine = Engine(settings)
     now = time.time()
     for label in labels:  # log order: the labels topic has one partition
+        if isinstance(label, ModelControl):  # a background model started or swapped in, at this point of the log
+            engine.on_control(label)
+            continue
         request = requests.get(label.request_id or request_id_for(label.event_id))  # type: ignore[arg-type]
         if request is not None:
             engine.on_request(request, now=request.created_at)

@@ -3,11 +3,14 @@
 Each turn of the loop:
 
 1. poll the control consumer (``label-requests`` then ``labels``, all partitions) and hand each
-   record to the engine: requests are remembered, labels are learned at once;
+   record to the engine: requests are remembered, labels are learned at once, model controls
+   (a background model started or swapped in after a drift) are applied in label-log order;
 2. poll the events consumer (the group) for a bounded batch, score and decide each event, and send
    label requests, predictions and dead letters;
-3. handle any rebalance the poll recorded (seek new partitions, resume them, re-split the budget);
-4. expire old requests, refresh gauges, and checkpoint when due.
+3. publish what the drift monitor found: alerts to the ``drift`` topic, logs and metrics; model
+   controls to the ``labels`` topic, where every replica (this one too) reads them back in order;
+4. handle any rebalance the poll recorded (seek new partitions, resume them, re-split the budget);
+5. expire old requests, refresh gauges, and checkpoint when due.
 
 **Checkpoint protocol** (every ``snapshots.interval_seconds``, every ``snapshots.every_labels``
 labels, and on stop), in this order:
@@ -43,7 +46,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,7 @@ from stream_al.config import Settings
 from stream_al.engine import Engine, Outcome
 from stream_al.faults import crash_point
 from stream_al.kafka_io import BrokerProbe, DeliveryError, KafkaIO, MessageTooLarge, Partition
-from stream_al.messages import EventParser, InvalidInput, parse_label, parse_label_request
+from stream_al.messages import EventParser, InvalidInput, ModelControl, parse_label_log, parse_label_request
 from stream_al.metrics import HealthServer, Metrics
 from stream_al.snapshot import SnapshotStore
 
@@ -95,6 +98,8 @@ class Runner:
         self.metrics = Metrics()
         self.engine = Engine(settings)
         self.parser = EventParser(settings.input)
+        for signal in self.engine.drift.states if self.engine.drift else ():
+            self.metrics.drift_detected.labels(signal)  # every signal's series exists from the start, at 0
         key = settings.snapshots.key.get_secret_value().encode() if settings.snapshots.key else None
         self.store = SnapshotStore(settings.snapshots.dir, key=key, keep=settings.snapshots.keep)
         self.events_offsets: dict[Partition, int] = {}
@@ -106,6 +111,7 @@ class Runner:
         self._first_batch_at: float | None = None
         self._last_batch_at = 0.0
         self._expired_reported = 0
+        self._swaps_reported = self.engine.counters.model_swaps
         self.owns_partitions = False
         self.io: KafkaIO | None = None
         self.probe: BrokerProbe | None = None
@@ -127,6 +133,7 @@ class Runner:
             raise RuntimeError(f"snapshot {path} has format {snapshot.get('format')}, this engine reads {SNAPSHOT_FORMAT}")
         for warning in self.engine.restore(snapshot["engine"]):
             log.warning(warning)
+        self._swaps_reported = self.engine.counters.model_swaps
         self.events_offsets = dict(snapshot["events_offsets"])
         self.control_offsets = dict(snapshot["control_offsets"])
         log.info("resumed from %s: model version %d, %d open requests", path.name, self.engine.model_version, len(self.engine.pending))
@@ -179,6 +186,8 @@ class Runner:
                         control = control or more
                     crash_point("mid_batch")
                 self._process_events(records[start : start + LABEL_CHECK_EVERY])
+            if self.engine.drift_alerts or self.engine.outbox:
+                self._publish_drift()
             self._handle_rebalance()
             now = time.monotonic()
             if records or control or not self.owns_partitions:
@@ -282,7 +291,11 @@ class Runner:
                 if record.topic == requests_topic:
                     outcomes = engine.on_request(parse_label_request(record.value), now)
                 else:
-                    outcomes = [engine.on_label(parse_label(record.value), now, ref=record)]
+                    message = parse_label_log(record.value)
+                    if isinstance(message, ModelControl):
+                        self._apply_control(message)
+                        continue
+                    outcomes = [engine.on_label(message, now, ref=record)]
             except InvalidInput as exc:
                 self._dead_letter(record, "decode_" + ("request" if record.topic == requests_topic else "label"), exc.reason, exc.detail)
                 continue
@@ -290,6 +303,31 @@ class Runner:
                 self._account(outcome)
                 if outcome.status == "applied":
                     crash_point("label")
+
+    def _apply_control(self, control: ModelControl) -> None:
+        result = self.engine.on_control(control)
+        log.info("model control %s %s (signal %s, from %s): %s", control.control, control.control_id, control.signal, control.issued_by, result)
+
+    def _publish_drift(self) -> None:
+        """Send the drift monitor's alerts and model controls (step 3 of the loop)."""
+        engine, topics, io = self.engine, self.settings.topics, self.io
+        assert io is not None
+        while engine.drift_alerts:
+            alert = engine.drift_alerts.popleft()
+            log.warning(
+                "drift monitor: %s on %s (statistic %.1f, reference %.4f) after %d events and %d labels",
+                alert.level, alert.signal, alert.statistic, alert.reference, alert.events, alert.labels,
+            )
+            if alert.level == "drift":
+                self.metrics.drift_detected.labels(alert.signal).inc()
+            if topics.drift:
+                body = {"schema_version": 1, **asdict(alert), "detected_at": time.time(), "replica": self.settings.kafka.client_id,
+                        "model_version": engine.model_version}
+                io.send(topics.drift, orjson.dumps(body), alert.signal.encode())
+        while engine.outbox:
+            control = engine.outbox.popleft()
+            io.send(topics.labels, control.model_dump_json().encode(), control.control_id.encode())
+            log.info("asked every replica for %s (signal %s) through the label log", control.control, control.signal)
 
     def _account(self, outcome: Outcome) -> None:
         m = self.metrics
@@ -352,9 +390,21 @@ class Runner:
         expired_total = engine.counters.expired
         m.requests_expired.inc(expired_total - self._expired_reported)
         self._expired_reported = expired_total
+        swaps = engine.counters.model_swaps
+        if swaps > self._swaps_reported:
+            log.warning("the background model is live now (model swap %d, model version %d)", swaps, engine.model_version)
+            m.model_swaps.inc(swaps - self._swaps_reported)
+            self._swaps_reported = swaps
         m.pending_requests.set(len(engine.pending))
         m.budget_used_ratio.set(engine.budget_used_ratio())
         m.model_version.set(engine.model_version)
+        if engine.drift is not None:
+            for signal, level in engine.drift.states.items():
+                m.drift_state.labels(signal).set(level)
+            accuracy = engine.drift.audit_accuracy
+            if accuracy is not None:
+                m.audit_accuracy.set(accuracy)
+        m.background_model_labels.set(engine.background_labels if engine.background is not None else 0)
         if self.health:
             owned = self.io.owned_events_partitions() if self.io else set()
             down_for = self.probe.seconds_unreachable() if self.probe else 0.0
@@ -419,6 +469,8 @@ class Runner:
             "dead_letters": dict(self.dead_letters),
             "pending_requests": len(self.engine.pending),
             "model_version": self.engine.model_version,
+            "drift_detections": dict(self.engine.drift.detections) if self.engine.drift else {},
+            "model_swaps": c.model_swaps,
             "budget_used_ratio": self.engine.budget_used_ratio(),
             "label_to_update_seconds": {"p50": quantile(0.5), "p99": quantile(0.99), "count": len(latencies)},
         }

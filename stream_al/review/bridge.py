@@ -29,7 +29,7 @@ import orjson
 from stream_al.config import Settings
 from stream_al.engine import request_id_for
 from stream_al.kafka_io import RecordProducer, TopicReader
-from stream_al.messages import InvalidInput, LabelRequest, canonical_label, parse_label, parse_label_request
+from stream_al.messages import InvalidInput, LabelRequest, ModelControl, canonical_label, parse_label_log, parse_label_request
 from stream_al.review.metrics import ReviewMetrics
 from stream_al.review.store import ReviewStore
 
@@ -138,7 +138,10 @@ class KafkaBridge:
     def on_label_record(self, record: Any) -> None:
         position = (record.topic, record.partition, record.offset)
         try:
-            label = parse_label(record.value)
+            label = parse_label_log(record.value)
+            if isinstance(label, ModelControl):  # the engines' model changes share the label log
+                self.store.skip_record(position)
+                return
             value = canonical_label(label.label)
             extra = orjson.loads(record.value)
         except InvalidInput as exc:  # the engine dead-letters it; here it only does not count

@@ -18,7 +18,7 @@ import yaml
 
 from stream_al.config import Settings
 from stream_al.engine import Engine
-from stream_al.messages import LabelMessage, LabelRequest
+from stream_al.messages import LabelRequest, ModelControl, parse_label_log
 from stream_al.snapshot import SnapshotStore
 from stream_al.kafka_io import RecordProducer, TopicReader, create_topics
 from stream_al.runner import Runner, RunLimits
@@ -32,7 +32,8 @@ def engine_settings(bootstrap: str, prefix: str, state_dir: Path, **overrides: A
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"{prefix}engine", "session_timeout_ms": 6000},
         "topics": {
             "events": f"{prefix}events", "label_requests": f"{prefix}label-requests", "labels": f"{prefix}labels",
-            "predictions": f"{prefix}predictions", "dead_letters": f"{prefix}dead-letters", "events_partitions": 2,
+            "predictions": f"{prefix}predictions", "dead_letters": f"{prefix}dead-letters", "drift": f"{prefix}drift",
+            "events_partitions": 2,
         },
         "snapshots": {"dir": str(state_dir / "snapshots"), "interval_seconds": 1},
         "metrics": {"port": 0},
@@ -106,7 +107,11 @@ def engine_from_label_log(settings: Settings, count: int | None = None) -> Engin
         requests.setdefault(request.request_id, request)
     engine = Engine(settings)
     for record in read_all(settings, settings.topics.labels)[:count]:
-        label = LabelMessage.model_validate_json(record.value)
+        message = parse_label_log(record.value)
+        if isinstance(message, ModelControl):
+            engine.on_control(message)
+            continue
+        label = message
         request = requests[label.request_id]
         engine.on_request(request, now=request.created_at)
         engine.on_label(label, now=request.created_at)
