@@ -132,7 +132,7 @@ class Demo:
             kafka={"bootstrap_servers": bootstrap, "group_id": f"{prefix}stream-al-demo", "session_timeout_ms": 6000},
             topics={name: f"{prefix}{default}" for name, default in
                     [("events", "events"), ("label_requests", "label-requests"), ("labels", "labels"),
-                     ("predictions", "predictions"), ("dead_letters", "dead-letters")]},
+                     ("predictions", "predictions"), ("dead_letters", "dead-letters"), ("drift", "drift")]},
             # The analysts' capacity is a budget too: never ask faster than they can answer.
             budget={"fraction": options.budget, "rate": f"{capacity} per second", "max_open_requests": max(10, int(capacity * 30))},
             requests={"ttl_seconds": 60, "label_wait_seconds": 5},
@@ -366,6 +366,7 @@ class Demo:
             "fraud_f1": self.scoreboard.f1,
             "requests_expired": stats["requests_expired"],
             "label_to_update_seconds": stats["label_to_update_seconds"],
+            "drift_detections": stats["drift_detections"],
             "elapsed_seconds": round(elapsed, 1),
             "engine_exit_code": getattr(self, "exit_code", None),
             "review": self._review_summary(),
@@ -392,6 +393,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("dead letters", f"{summary['dead_letters']} {summary['dead_letters_by_reason']}"),
         ("requests expired", f"{summary['requests_expired']}"),
         ("label to update p50/p99", "{p50} / {p99}".format(**{k: f"{v * 1000:.1f} ms" if v is not None else "-" for k, v in summary["label_to_update_seconds"].items() if k != "count"})),
+        ("drift detections", f"{sum(summary['drift_detections'].values())} {summary['drift_detections']}"),
         ("wall time", f"{summary['elapsed_seconds']} s"),
     ]
     if summary.get("review"):
