@@ -13,7 +13,11 @@ import pytest
 from stream_al.kafka_io import RecordProducer
 from stream_al.messages import ModelControl, parse_label_log
 
-from .engine_helpers import Analyst, EngineThread, engine_from_label_log, engine_settings, produce_events, read_all, wait_for
+from stream_al.rebuild import rebuild
+
+from .engine_helpers import (
+    Analyst, EngineThread, engine_from_label_log, engine_from_snapshot, engine_settings, produce_events, read_all, wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +75,11 @@ def test_a_drift_is_published_boosts_the_budget_and_swaps_the_model_through_the_
     assert controls and controls[0].control in ("background_start", "model_swap")
     # The swap happened where the control record sits in the log: a replay of the log makes it too.
     replay = engine_from_label_log(settings)
-    assert replay.counters.model_swaps == live.counters.model_swaps
-    assert replay.model_version == live.model_version
-    for probe in PROBES:
-        assert replay.model.predict_proba_one(probe)["fraud"] == pytest.approx(live.model.predict_proba_one(probe)["fraud"], abs=1e-9)
+    report = rebuild(settings, tmp_path / "rebuilt")  # `stream-al rebuild` replays the controls too
+    rebuilt = engine_from_snapshot(settings, tmp_path / "rebuilt")
+    assert report.labels_applied == live.counters.labels_applied
+    for engine in (replay, rebuilt):
+        assert engine.counters.model_swaps == live.counters.model_swaps
+        assert engine.model_version == live.model_version
+        for probe in PROBES:
+            assert engine.model.predict_proba_one(probe)["fraud"] == pytest.approx(live.model.predict_proba_one(probe)["fraud"], abs=1e-9)
