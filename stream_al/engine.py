@@ -154,6 +154,7 @@ class Engine:
         self.drift_alerts: deque[DriftAlert] = deque(maxlen=1000)
         self.outbox: deque[ModelControl] = deque(maxlen=100)
         self._control_seq = 0
+        self._asked: set[str] = set()  # controls issued and not read back yet: one of each kind is enough
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -313,6 +314,9 @@ class Engine:
 
     def _issue(self, control: str, alert: DriftAlert, now: float) -> None:
         """Queue a model change for the label log: it takes effect when read back from there."""
+        if control in self._asked:
+            return
+        self._asked.add(control)
         self._control_seq += 1
         control_id = f"{control}-{self.settings.kafka.client_id}-{self.counters.events}-{self._control_seq}"
         self.outbox.append(ModelControl(
@@ -322,6 +326,7 @@ class Engine:
     def on_control(self, control: ModelControl) -> str:
         """Apply a model change read from the label log; returns what happened, for the log."""
         cfg = self.settings.drift
+        self._asked.discard(control.control)
         if control.control == "model_swap":
             if self.labels_at_swap is not None and self.counters.labels_applied - self.labels_at_swap < cfg.swap_cooldown_labels:
                 return f"ignored: the last swap was {self.counters.labels_applied - self.labels_at_swap} labels ago"

@@ -43,16 +43,20 @@ def test_a_drift_is_published_boosts_the_budget_and_swaps_the_model_through_the_
     settings = engine_settings(
         kafka_bootstrap, topic_prefix, tmp_path,
         budget={"fraction": 0.1, "boost": {"allowance": "1000 per hour", "max_extra_fraction": 0.1, "hard_cap_fraction": 0.3}},
-        drift={"warmup_events": 300, "warmup_labels": 10, "block_events": 20, "calibration_blocks": 10, "panel_size": 0,
+        drift={"warmup_events": 1000, "warmup_labels": 10, "block_events": 20, "calibration_blocks": 10, "panel_size": 0,
                "background_model": True, "background_min_labels": 15},
     )
     truth = produce_events(settings, 0, 1000)
     with EngineThread(settings) as engine, Analyst(settings, truth) as analyst:
         runner = engine.runner
-        wait_for(lambda: runner.engine.counters.events >= 1000, 60, "first wave not scored")
+        # The model learns the first wave (the detectors wait: drift.warmup_events), then the
+        # detectors calibrate on a second wave of the same kind, then the events change.
+        wait_for(lambda: runner.engine.counters.labels_applied >= 100, 60, "first wave not learned")
+        truth.update(produce_events(settings, 1000, 600, seed=1))
+        wait_for(lambda: runner.engine.counters.events >= 1600, 60, "second wave not scored")
         assert runner.engine.counters.model_swaps == 0
-        truth.update(produce_shifted(settings, 1000, 1500))
-        wait_for(lambda: runner.engine.counters.events >= 2500, 60, "second wave not scored")
+        truth.update(produce_shifted(settings, 1600, 1500))
+        wait_for(lambda: runner.engine.counters.events >= 3100, 60, "third wave not scored")
         wait_for(lambda: runner.engine.counters.model_swaps >= 1, 60, "no model swap")
         wait_for(lambda: runner.engine.counters.labels_applied >= len(analyst.answered) > 0, 60, "labels not applied")
         url = f"http://127.0.0.1:{runner.health.port}/metrics"
@@ -63,7 +67,7 @@ def test_a_drift_is_published_boosts_the_budget_and_swaps_the_model_through_the_
     alerts = [orjson.loads(r.value) for r in read_all(settings, settings.topics.drift)]
     drifts = [a for a in alerts if a["level"] == "drift"]
     assert drifts, alerts
-    assert all(a["events"] > 1000 for a in drifts), "a drift before the change is a false alarm"
+    assert all(a["events"] > 1600 for a in drifts), "a drift before the change is a false alarm"
     assert {"signal", "statistic", "reference", "labels", "detected_at", "replica", "model_version"} <= drifts[0].keys()
     for signal in {a["signal"] for a in drifts}:
         assert f'stream_al_drift_detected_total{{signal="{signal}"}}' in metrics
