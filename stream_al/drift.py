@@ -215,7 +215,8 @@ class DriftMonitor:
         if s.label_threshold:
             self.watches[LABEL_SIGNAL] = _Watch(Cusum(
                 s.label_threshold, s.label_threshold / 2, s.label_allowance, s.label_calibration,
-                s.label_halflife, 0.05, side="up",  # only more errors than the model expects is drift
+                s.label_halflife, 0.2, side="up",  # only more errors than expected is drift; a sure model's tiny spread is no scale
+                clip=2.0,  # errors are 0/1: one error on a sure prediction is a huge z; a few must not make a drift
             ))
         self._labels_seen = 0
         self.audit = ADWIN(delta=s.audit_delta, clock=1, grace_period=s.audit_min_labels)
