@@ -276,8 +276,10 @@ class Engine:
             self._teach_background(features, value)
         drift = self.drift
         if drift is not None:
-            if request is not None and request.reason == "random" and request.predicted is not None and not correction:
-                drift.observe_audit(request.predicted == value)
+            if request is not None and request.predicted is not None and not correction:
+                drift.observe_prediction(request.scores, request.predicted, value)
+                if request.reason == "random":
+                    drift.observe_audit(request.predicted == value)
             drift.observe_labels(self.model, self.counters.labels_applied)
             if drift.has_alerts:
                 self._on_drift_alerts(now)

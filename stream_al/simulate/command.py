@@ -66,10 +66,21 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     lab.add_argument("--queue", choices=["fifo", "priority"], default="fifo", help="analysts take the oldest, or the most uncertain, request first")
     lab.add_argument("--expiry", type=float, metavar="SECONDS", help="a request no analyst has taken by then gets no label (requests.ttl_seconds)")
     out = p.add_argument_group("output")
+    out.add_argument(
+        "--drift-points", type=_points, metavar="I,J", help="event indices where the concept changes, for the drift report "
+        "(sea and agrawal know theirs: half-way)",
+    )
     out.add_argument("--summary-json", type=Path, help="write per-run metrics here")
     out.add_argument("--plot", type=Path, help="write learning curves (PNG) here")
     out.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress line on stderr (default: when stderr is a terminal)")
     return p
+
+
+def _points(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected event indices like 5000,12000, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stream = load_stream(
             args.data, target=args.target, events=args.events, seed=args.seed or 0, classes=_declared_classes(args),
-            positive_class=args.positive_class, time_column=args.time_column,
+            positive_class=args.positive_class, time_column=args.time_column, drift_points=args.drift_points,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(str(exc)) from None

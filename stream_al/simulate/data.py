@@ -46,6 +46,7 @@ class Stream:
     positive_class: str | None
     timestamps: list[float] | None = None
     notes: list[str] = field(default_factory=list)
+    drift_points: list[int] = field(default_factory=list)  # event indices where the concept changes (known drift)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -119,18 +120,21 @@ _BINARY = {"true": ("false", "true"), "1": ("0", "1")}
 _REMOTE = {"elec2": "Elec2", "creditcard": "CreditCard", "insects": "Insects", "keystroke": "Keystroke", "smtp": "SMTP",
            "http": "HTTP", "higgs": "Higgs", "maliciousurl": "MaliciousURL", "trec07": "TREC07", "smsspam": "SMSSpam"}
 NAMES = tuple(_BUNDLED) + tuple(_GENERATED)
+_DRIFT_HALFWAY = ("sea", "agrawal")  # abrupt concept change half-way (agrawal: the centre of a short sigmoid)
 GENERATED_EVENTS = 20_000
 
 
 def load_stream(
     source: str, target: str | None = None, events: int | None = None, seed: int = 0,
     classes: Iterable[Any] | None = None, positive_class: Any = None, time_column: str | None = None,
-    id_column: str | None = None,
+    id_column: str | None = None, drift_points: Iterable[int] | None = None,
 ) -> Stream:
     """The stream named by ``source``: a name from :data:`NAMES`, or a ``.csv`` / ``.jsonl`` path.
 
     ``events`` keeps the first N events (generators default to :data:`GENERATED_EVENTS`). ``target``
     names the label column of a file. ``classes`` declares the class set (otherwise: the labels seen).
+    ``drift_points``: where the concept changes, for the drift report; ``sea`` and ``agrawal`` know
+    theirs (half-way), other streams have none unless given.
     """
     key = source.lower().replace("-", "").replace("_", "")
     path = Path(source)
@@ -159,6 +163,10 @@ def load_stream(
         )
     if len(stream) == 0:
         raise ValueError(f"stream {source!r} has no events")
+    if drift_points is not None:
+        stream.drift_points = sorted(int(p) for p in drift_points if 0 < int(p) < len(stream))
+    elif key in _DRIFT_HALFWAY and path.suffix == "":
+        stream.drift_points = [(events or GENERATED_EVENTS) // 2]
     return stream
 
 

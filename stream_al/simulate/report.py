@@ -21,6 +21,9 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 def table(results: Sequence[RunResult]) -> str:
     """One line per run: accuracy, kappa, F1, AP, labels, budget achieved/target, worst window, latency."""
     header = ["run", "accuracy", "kappa", "F1", "AP", "labels", "budget", "achieved", "worst window", "latency ev", "decisions/s"]
+    drift = any(r.drift_points or r.drift_alerts for r in results)
+    if drift:  # detection delay (events/labels) per known drift point, and false alarms
+        header += ["drift delay ev/labels", "false alarms"]
     rows = [header]
     for r in results:
         window = "-" if r.worst_window_spend is None else f"{r.worst_window_spend}/{r.window_bound:g}" + ("" if r.window_ok else " OVER")
@@ -29,6 +32,10 @@ def table(results: Sequence[RunResult]) -> str:
             _fmt(r.budget_target, ".1%"), _fmt(r.budget_achieved, ".2%"), window,
             _fmt(r.latency_events["median"], ".0f"), f"{r.decisions_per_second:,.0f}" if r.decisions_per_second else "-",
         ])
+        if drift:
+            report = r.drift_report()
+            delays = [f"{d['delay_events']}/{d['delay_labels']}" if d["detected"] else "missed" for d in report["detections"]]
+            rows[-1] += [", ".join(delays) or "-", str(report["false_alarms"])]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -55,7 +62,11 @@ def write_summary(path: Path, document: dict[str, Any]) -> None:
 
 
 def plot(path: Path, stream: Stream, results: Sequence[RunResult], title: str | None = None) -> None:
-    """Two panels: prequential accuracy vs events, and vs labels spent (log scale), one line per run."""
+    """Two panels: prequential accuracy vs events, and vs labels spent (log scale), one line per run.
+
+    On the events panel, thin vertical lines in a run's colour mark its drift detections, and red
+    dashed ones the stream's known drift points.
+    """
     try:
         import matplotlib
     except ImportError:
@@ -71,10 +82,14 @@ def plot(path: Path, stream: Stream, results: Sequence[RunResult], title: str | 
             style.update(color="black", linestyle="--")
         elif r.kind == "random":
             style.update(color=next(greys), linestyle=":", linewidth=2.0)
-        by_events.plot(r.curve.events, r.curve.accuracy, label=r.name, **style)
+        line = by_events.plot(r.curve.events, r.curve.accuracy, label=r.name, **style)[0]
+        for index in sorted({a["index"] for a in r.drift_alerts if a["level"] == "drift"}):  # this run's detections
+            by_events.axvline(index, color=line.get_color(), linewidth=0.8, alpha=0.7)
         points = [(max(lab, 1), acc) for lab, acc in zip(r.curve.labels, r.curve.accuracy)]
         if points:
             by_labels.plot([p[0] for p in points], [p[1] for p in points], label=r.name, **style)
+    for point in stream.drift_points:  # the known drift points
+        by_events.axvline(point, color="red", linestyle="--", linewidth=1.0, alpha=0.6)
     by_events.set_xlabel("events")
     by_events.set_ylabel("prequential accuracy (so far)")
     by_events.set_title("accuracy vs events")

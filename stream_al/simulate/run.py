@@ -54,6 +54,9 @@ class Curve:
     accuracy: list[float] = field(default_factory=list)
 
 
+DETECTION_HORIZON = 10_000  # an alert later than this after a drift point does not detect it
+
+
 @dataclass
 class RunResult:
     """What one simulated run measured. :meth:`summary` is its ``--summary-json`` entry."""
@@ -83,6 +86,12 @@ class RunResult:
     request_indices: list[int] = field(default_factory=list, repr=False)
     drift_alerts: list[dict[str, Any]] = field(default_factory=list)
     model_swaps: int = 0
+    drift_points: list[int] = field(default_factory=list)
+    labels_at_points: list[int] = field(default_factory=list)
+
+    def drift_report(self, horizon: int = DETECTION_HORIZON) -> dict[str, Any]:
+        """Detections of the known drift points, and false alarms (see :func:`drift_report`)."""
+        return drift_report(self.drift_alerts, self.drift_points, self.labels_at_points, horizon)
 
     @property
     def window_ok(self) -> bool | None:
@@ -100,7 +109,44 @@ class RunResult:
                                    "bound": self.window_bound, "within_bound": self.window_ok},
             "label_latency": {"events": self.latency_events, "seconds": self.latency_seconds},
             "decisions_per_second": self.decisions_per_second, "wall_seconds": self.seconds,
+            "drift": self.drift_report(),
         }
+
+
+def drift_report(
+    alerts: list[dict[str, Any]], points: list[int], labels_at_points: list[int], horizon: int = DETECTION_HORIZON,
+) -> dict[str, Any]:
+    """Score drift-level alerts against known drift points.
+
+    A detection of point ``p`` is the first drift-level alert at or after ``p``, within ``horizon``
+    events and before the next point; its delay is counted in events and in labels learned since
+    ``p``. Every other drift alert (several signals firing at one event count once) is a false alarm.
+
+    >>> alerts = [{"index": 900, "level": "drift", "signal": "score", "labels": 40},
+    ...           {"index": 5400, "level": "drift", "signal": "label_error", "labels": 260},
+    ...           {"index": 5400, "level": "drift", "signal": "panel_shift", "labels": 260}]
+    >>> report = drift_report(alerts, [5000], [250])
+    >>> report["detections"][0]["delay_events"], report["detections"][0]["delay_labels"], report["false_alarms"]
+    (400, 10, 1)
+    """
+    drifts = sorted({(a["index"], a["labels"], a["signal"]) for a in alerts if a["level"] == "drift"}, key=lambda a: a[0])
+    seen: dict[int, tuple[int, int, str]] = {}
+    for index, labels, signal in drifts:  # several signals at one event: one detection
+        seen.setdefault(index, (index, labels, signal))
+    firsts = list(seen.values())
+    used: set[int] = set()
+    detections = []
+    for k, point in enumerate(points):
+        end = min(point + horizon, points[k + 1] if k + 1 < len(points) else point + horizon)
+        hit = next((a for a in firsts if point <= a[0] < end), None)
+        entry: dict[str, Any] = {"point": point, "detected": hit is not None}
+        if hit is not None:
+            used.add(hit[0])
+            at_point = labels_at_points[k] if k < len(labels_at_points) else 0
+            entry.update(index=hit[0], signal=hit[2], delay_events=hit[0] - point, delay_labels=hit[1] - at_point)
+        detections.append(entry)
+    return {"points": list(points), "detections": detections, "false_alarms": sum(a[0] not in used for a in firsts),
+            "drift_alerts": len(firsts)}
 
 
 class _Scorer:
@@ -158,10 +204,14 @@ def simulate(
     latency_seconds: list[float] = []
     decide_seconds = 0.0
     drift_alerts: list[dict[str, Any]] = []
+    points = set(stream.drift_points)
+    labels_at_points: list[int] = []
     prefix = f"{stream.name}-"
     clock = time.perf_counter
     for i in range(n):
         now = times[i]
+        if i in points:
+            labels_at_points.append(engine.counters.labels_applied)
         event = Event(prefix + str(i), now, features[i])
         t0 = clock()
         decision = engine.on_event(event, now)
@@ -196,7 +246,8 @@ def simulate(
         window_bound=window_bound(fraction, budget.fraction_burst, window) if fraction and window else None,
         latency_events=summary_stats(latency_events), latency_seconds=summary_stats(latency_seconds),
         decisions_per_second=n / decide_seconds if decide_seconds else 0.0, seconds=time.perf_counter() - started,
-        request_indices=requests, drift_alerts=drift_alerts, model_swaps=engine.counters.model_swaps, **_metrics(scorer, labels),
+        request_indices=requests, drift_alerts=drift_alerts, model_swaps=engine.counters.model_swaps,
+        drift_points=list(stream.drift_points), labels_at_points=labels_at_points, **_metrics(scorer, labels),
     )
 
 

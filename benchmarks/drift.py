@@ -1,0 +1,212 @@
+"""Drift monitoring against the issue's targets, through the simulator (the engine core, no Kafka).
+
+Four parts (``--parts``), all at ``budget.fraction`` 5% with an event clock, for logistic
+regression and the Hoeffding tree, label delays of 0 and 500 events, several seeds:
+
+- ``delay``: SEA and Agrawal with a concept drift half-way (the simulator's ``sea`` and
+  ``agrawal``): detection delay in events and labels of the first drift alert after the drift
+  point, per signal layer, and false alarms before it.
+- ``false``: false alarms (drift-level alerts, several signals at one event counting once) on
+  stationary streams of ``--stationary-events`` events: SEA, Agrawal and Hyperplane without drift,
+  and the imbalanced stream (~2% positives).
+- ``boost``: accuracy over the 1k/2k/5k events after the drift with the drift boost
+  (``budget.boost``, ``drift.boost: true``) against no boost at a base budget raised so the total
+  labels match.
+- ``swap``: the background model (``drift.background_model: true``) against none, same windows.
+
+    .venv/bin/python benchmarks/drift.py                      # default: a few minutes on 2 vCPUs
+    .venv/bin/python benchmarks/drift.py --parts false --seeds 3 --stationary-events 100000
+    .venv/bin/python benchmarks/drift.py --json drift.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Iterable
+
+from stream_al.config import Settings
+from stream_al.drift import LABEL_SIGNAL
+from stream_al.simulate import LabelDelay, SimOptions, load_stream, simulate
+from stream_al.simulate.data import Stream, _build, _imbalanced, _river_rows
+
+MODELS = ("logistic_regression", "hoeffding_tree")
+BOOST = {"allowance": "2000 per day", "max_extra_fraction": 0.15, "max_seconds": 3000, "hard_cap_fraction": 0.25}
+WINDOWS = (1000, 2000, 5000)
+
+
+def stationary(name: str, seed: int, events: int) -> Stream:
+    """The stream without its drift (one concept throughout)."""
+    from river.datasets import synth
+
+    sources: dict[str, Iterable[tuple[dict, Any]]] = {
+        "sea": synth.SEA(variant=0, seed=seed),
+        "agrawal": synth.Agrawal(classification_function=0, seed=seed),
+        "hyperplane": synth.Hyperplane(seed=seed, n_features=10, n_drift_features=0, noise_percentage=0.05),
+    }
+    if name == "imbalanced":
+        rows = _river_rows(_imbalanced(seed, events))
+        positive = "1"
+    else:
+        rows = _river_rows(sources[name])
+        positive = "1" if name != "sea" else "True"
+    stream = _build(name, itertools.islice(rows, events), None, None, None)
+    if positive in stream.classes:
+        stream.positive_class = positive
+    return stream
+
+
+def settings_for(stream: Stream, model: str, seed: int, fraction: float = 0.05, **drift: Any) -> Settings:
+    budget: dict[str, Any] = {"fraction": fraction, "clock": "event"}
+    if drift.pop("boost_budget", False):
+        budget["boost"] = BOOST
+    return Settings(classes=list(stream.classes), positive_class=stream.positive_class, seed=seed, budget=budget,
+                    model={"name": model}, drift=drift)
+
+
+def window_accuracy(result: Any, start: int, length: int) -> float:
+    """Prequential accuracy over [start, start + length), from the cumulative curve (points every 100 events)."""
+    curve = dict(zip(result.curve.events, result.curve.accuracy))
+    a, b = start, start + length
+    return (curve[b] * b - curve[a] * a) / length
+
+
+def _delay_job(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
+    name, model, delay, seed, events = job
+    stream = load_stream(name, events=events, seed=seed)
+    result = simulate(stream, settings_for(stream, model, seed), SimOptions(delay=LabelDelay("events", delay)))
+    point = stream.drift_points[0]
+    drifts = [a for a in result.drift_alerts if a["level"] == "drift"]
+    out: dict[str, Any] = {"part": "delay", "stream": name, "model": model, "delay": delay, "seed": seed,
+                           "false_before": len({a["index"] for a in drifts if a["index"] < point})}
+    report = result.drift_report()["detections"][0]
+    out["delay_events"] = report.get("delay_events")
+    out["delay_labels"] = report.get("delay_labels")
+    out["signal"] = report.get("signal")
+    free = [a for a in drifts if a["index"] >= point and a["signal"] != LABEL_SIGNAL and a["signal"] != "audit_error"]
+    out["label_free_delay"] = free[0]["index"] - point if free else None
+    return out
+
+
+def _false_job(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
+    name, model, delay, seed, events = job
+    stream = stationary(name, seed, events)
+    result = simulate(stream, settings_for(stream, model, seed), SimOptions(delay=LabelDelay("events", delay)))
+    drifts = [a for a in result.drift_alerts if a["level"] == "drift"]
+    by_signal: dict[str, int] = {}
+    for a in drifts:
+        by_signal[a["signal"]] = by_signal.get(a["signal"], 0) + 1
+    return {"part": "false", "stream": name, "model": model, "delay": delay, "seed": seed,
+            "false_alarms": len({a["index"] for a in drifts}), "by_signal": by_signal}
+
+
+def _pair_job(job: tuple[str, str, str, int, int, int]) -> dict[str, Any]:
+    """``boost``: boosted vs no boost at matched labels; ``swap``: background model vs none."""
+    part, name, model, delay, seed, events = job
+    stream = load_stream(name, events=events, seed=seed)
+    options = SimOptions(delay=LabelDelay("events", delay), curve_points=events // 100)
+    point = stream.drift_points[0]
+    if part == "boost":
+        treated = simulate(stream, settings_for(stream, model, seed, boost_budget=True, boost=True), options)
+        matched = treated.labels_used / events
+        control = simulate(stream, settings_for(stream, model, seed, fraction=matched, boost=False), options)
+    else:
+        treated = simulate(stream, settings_for(stream, model, seed, background_model=True), options)
+        control = simulate(stream, settings_for(stream, model, seed), options)
+    out: dict[str, Any] = {"part": part, "stream": name, "model": model, "delay": delay, "seed": seed,
+                           "labels": [treated.labels_used, control.labels_used], "swaps": treated.model_swaps}
+    for w in WINDOWS:
+        out[f"acc{w}"] = [window_accuracy(treated, point, w), window_accuracy(control, point, w)]
+    return out
+
+
+def _mean(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f}" if values else "-"
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    rows = [r for r in results if r["part"] == "delay"]
+    if rows:
+        lines += ["## detection delay (events after the drift point; labels in brackets; - = not within 10,000 events)", "",
+                  "| stream | model | delay | per seed: any signal | label-free only | false before |",
+                  "|---|---|---:|---|---|---:|"]
+        for key, group in itertools.groupby(sorted(rows, key=lambda r: (r["stream"], r["model"], r["delay"], r["seed"])),
+                                            key=lambda r: (r["stream"], r["model"], r["delay"])):
+            g = list(group)
+            anyd = ", ".join("-" if r["delay_events"] is None else f"{r['delay_events']} ({r['delay_labels']}, {r['signal']})" for r in g)
+            free = ", ".join("-" if r["label_free_delay"] is None else str(r["label_free_delay"]) for r in g)
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {anyd} | {free} | {sum(r['false_before'] for r in g)} |")
+        lines.append("")
+    rows = [r for r in results if r["part"] == "false"]
+    if rows:
+        lines += ["## false alarms on stationary streams (per seed; signals summed)", "",
+                  "| stream | model | delay | per seed | signals |", "|---|---|---:|---|---|"]
+        for key, group in itertools.groupby(sorted(rows, key=lambda r: (r["stream"], r["model"], r["delay"], r["seed"])),
+                                            key=lambda r: (r["stream"], r["model"], r["delay"])):
+            g = list(group)
+            signals: dict[str, int] = {}
+            for r in g:
+                for s, n in r["by_signal"].items():
+                    signals[s] = signals.get(s, 0) + n
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {', '.join(str(r['false_alarms']) for r in g)} | "
+                         f"{', '.join(f'{s}: {n}' for s, n in sorted(signals.items())) or '-'} |")
+        lines.append("")
+    for part, title in (("boost", "boost vs no boost at matched labels"), ("swap", "background model vs none")):
+        rows = [r for r in results if r["part"] == part]
+        if not rows:
+            continue
+        lines += [f"## {title}: accuracy over the first 1k / 2k / 5k events after the drift (mean over seeds)", "",
+                  "| stream | model | delay | labels (treated / control) | 1k | 2k | 5k |", "|---|---|---:|---|---|---|---|"]
+        for key, group in itertools.groupby(sorted(rows, key=lambda r: (r["stream"], r["model"], r["delay"], r["seed"])),
+                                            key=lambda r: (r["stream"], r["model"], r["delay"])):
+            g = list(group)
+            labels = f"{statistics.mean(r['labels'][0] for r in g):.0f} / {statistics.mean(r['labels'][1] for r in g):.0f}"
+            cells = [f"{_mean([r[f'acc{w}'][0] for r in g])} / {_mean([r[f'acc{w}'][1] for r in g])}" for w in WINDOWS]
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {labels} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", nargs="+", default=["delay", "false", "boost"], choices=["delay", "false", "boost", "swap"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--delays", nargs="+", type=int, default=[0, 500])
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--drift-events", type=int, default=20_000, help="events of the drifting streams (drift half-way)")
+    p.add_argument("--stationary-events", type=int, default=100_000)
+    p.add_argument("--stationary", nargs="+", default=["sea", "agrawal", "hyperplane", "imbalanced"])
+    p.add_argument("--false-seeds", type=int, default=1, help="seeds of the stationary streams")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    seeds = range(args.seeds)
+    jobs: list[tuple[Any, tuple]] = []
+    if "delay" in args.parts:
+        jobs += [(_delay_job, (s, m, d, seed, args.drift_events)) for s in ("sea", "agrawal") for m in args.models
+                 for d in args.delays for seed in seeds]
+    if "false" in args.parts:
+        jobs += [(_false_job, (s, m, d, seed, args.stationary_events)) for s in args.stationary for m in args.models
+                 for d in args.delays for seed in range(args.false_seeds)]
+    for part in ("boost", "swap"):
+        if part in args.parts:
+            jobs += [(_pair_job, (part, s, "logistic_regression", d, seed, args.drift_events)) for s in ("sea", "agrawal")
+                     for d in args.delays for seed in seeds]
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(pool.map(_call, jobs))
+    print(report(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def _call(job: tuple[Any, tuple]) -> dict[str, Any]:
+    return job[0](job[1])
+
+
+if __name__ == "__main__":
+    main()
