@@ -192,7 +192,6 @@ class DriftSettings(_Section):
     enabled: bool = True
     block_events: int = Field(50, ge=1, description="label-free signals are watched as means over blocks of this many events")
     warmup_events: int = Field(2000, ge=0, description="events before the stream view starts (a new model moves fast)")
-    warmup_labels: int = Field(50, ge=0, description="labels before the panel view starts")
     calibration_blocks: int = Field(20, ge=2, description="values that set each label-free detector's reference (again after each drift)")
     threshold: float = Field(10.0, gt=0, description="stream-view CUSUM drift threshold, in standard deviations")
     warning_threshold: float = Field(5.0, gt=0, description="stream-view CUSUM warning threshold (starts a background model)")
@@ -203,11 +202,6 @@ class DriftSettings(_Section):
     )
     reference_halflife_blocks: float = Field(200.0, gt=0, description="how fast a stable reference follows slow change")
     min_std: float = Field(0.002, gt=0, description="smallest spread a block-mean reference may have")
-    panel_size: int = Field(100, ge=0, description="events in the rolling panel the model is re-scored on; 0 turns the panel view off")
-    panel_stride: int = Field(50, ge=1, description="events between two renewals of a panel member")
-    panel_every_labels: int = Field(10, ge=1, description="labels between two panel scorings")
-    panel_threshold: float = Field(15.0, gt=0, description="panel-view CUSUM drift threshold (warning at half), in standard deviations")
-    panel_allowance: float = Field(1.5, ge=0, description="panel-view CUSUM slack per scoring, in standard deviations")
     label_threshold: float = Field(
         10.0, ge=0, description="label_error CUSUM drift threshold (warning at half), in standard deviations; 0 turns it off"
     )

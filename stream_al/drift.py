@@ -7,29 +7,26 @@
      would-query share (events a fixed-uncertainty sampler would ask about: ``max p`` below
      ``sampler.fixed_threshold``). These move when the events change (new fraud patterns, a
      changed upstream system) whatever the labels say.
-   - the *panel* view: the model's scores on a rolling panel of recent events, taken again every
-     ``panel_every_labels`` labels. ``panel_shift`` is the mean signed change of the score,
-     ``panel_churn`` the mean total-variation change of the class probabilities. A pure concept
-     drift (the same events, other answers) leaves the stream view unchanged until the model has
-     learned otherwise, and even then hides the model's move under the spread of the events: a
-     block mean of 50 scores varies by ~0.05 while the model moves by ~0.01 per 1,000 events after
-     a drift. Scoring the *same* events before and after each batch of labels removes that spread,
-     so the model's reaction to labels that contradict it stands out within a few hundred events.
+2. **Label-based**, per label, against the prediction stored in its request (never a re-prediction):
 
-2. **Label-based**: ``label_error``, for every label, the error of the prediction stored in its
-   request minus the error the model expected there (``1 - p(predicted)``): selection-bias free
-   (see :meth:`DriftMonitor.observe_prediction`), one-sided CUSUM. And the error of the prediction stored in each *audit* request (``reason ==
-   "random"``), against its label. Only audits: uncertainty-picked events are the hard ones, and
-   their error rate is high by design, so it would look like drift. Audit errors feed River's
-   ADWIN; :attr:`DriftMonitor.audit_accuracy` is the rolling, unbiased estimate of live accuracy.
+   - ``label_error``: every label's error minus the error the model expected there (``1 - p(predicted)``).
+     Which events are queried depends on the event, not on its label, so the excess error is free
+     of the sampler's bias (see :meth:`DriftMonitor.observe_prediction`): every label counts.
+   - ``audit_error``: the errors of the random *audit* requests only (``reason == "random"``), into
+     River's ADWIN. Uncertainty-picked events are the hard ones; their raw error rate is high by
+     design. :attr:`DriftMonitor.audit_accuracy` is the rolling, unbiased live accuracy.
 
 3. **Per feature** (optional): block means of the named features, as in the stream view.
 
-What the evidence says (``benchmarks/drift.py``): a pure concept drift is invisible to the stream
-view (the model's own wander on stationary data, up to ~0.15 in mean score over 1,000 events and
-more for a tree's would-query share, exceeds what a drift moves in its first 1,000 events), so the
-stream view is tuned not to false-alarm (``output_tolerance``) and watches for changes in the events;
-the panel view reacts only to large model moves; ``label_error`` is the fast concept-drift signal.
+What the evidence says (``benchmarks/drift.py``): a pure concept drift (the same events, other
+answers) is invisible without labels. The model's outputs move only once it has learned from
+labels that contradict it, and its own wander on stationary data (up to ~0.15 in mean score over
+1,000 events, more for a tree's would-query share) exceeds what a drift moves them in its first
+1,000 events. So the stream view is tuned not to false-alarm (``output_tolerance``) and catches
+changes in the events themselves (an upstream change, a new population); ``label_error`` is the
+concept-drift signal. (Re-scoring a fixed panel of events after each batch of labels, to see the
+model's own move without the spread of the events, was tried: it detected nothing within 1,000
+events that ``label_error`` did not, false-alarmed on trees' splits, and cost ~30% of throughput.)
 
 Every series but the audit errors is watched by a :class:`Cusum`: a two-sided CUSUM (Page 1954) on
 the series standardised against its own reference (mean and spread measured over a calibration
@@ -51,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from river.drift import ADWIN
@@ -61,7 +58,6 @@ from stream_al.config import DriftSettings
 STABLE, WARNING, DRIFT = 0, 1, 2
 Level = Literal["warning", "drift"]
 STREAM_SIGNALS = ("score", "uncertainty", "would_query")
-PANEL_SIGNALS = ("panel_shift", "panel_churn")
 LABEL_SIGNAL = "label_error"
 AUDIT_SIGNAL = "audit_error"
 
@@ -178,22 +174,12 @@ class _Watch:
     level: int = STABLE
 
 
-@dataclass
-class _Panel:
-    """Recent events the model is scored on again after each batch of labels."""
-
-    size: int
-    members: list[Mapping[str, float]] = field(default_factory=list)
-    scores: list[dict[str, float] | None] = field(default_factory=list)
-    next_slot: int = 0
-
-
 class DriftMonitor:
     """The three layers for one engine. Feed it; read :meth:`take_alerts` and :attr:`states`.
 
     :meth:`observe_event` runs on every event and only adds to block sums (the detectors run once
-    per block); :meth:`observe_labels` runs after labels are learned and scores the panel every
-    ``panel_every_labels`` of them; :meth:`observe_audit` takes each audit label's outcome.
+    per block); :meth:`observe_prediction` takes every label with the prediction its request was
+    made with, :meth:`observe_audit` each audit label's outcome.
     """
 
     def __init__(self, settings: DriftSettings, positive_class: str | None = None, wq_confidence: float = 0.9):
@@ -206,12 +192,6 @@ class DriftMonitor:
         self.watches: dict[str, _Watch] = {name: _Watch(self._cusum(s.output_tolerance)) for name in STREAM_SIGNALS}
         for name in signals[len(STREAM_SIGNALS):]:
             self.watches[name] = _Watch(self._cusum(0.0))  # features: no model wander, no dead zone
-        if s.panel_size:
-            for name in PANEL_SIGNALS:
-                self.watches[name] = _Watch(Cusum(
-                    s.panel_threshold, s.panel_threshold / 2, s.panel_allowance, s.calibration_blocks,
-                    s.reference_halflife_blocks, s.min_std / 10,  # panel changes are ~10x smaller than block means
-                ))
         if s.label_threshold:
             self.watches[LABEL_SIGNAL] = _Watch(Cusum(
                 s.label_threshold, s.label_threshold / 2, s.label_allowance, s.label_calibration,
@@ -222,10 +202,8 @@ class DriftMonitor:
         self.audit = ADWIN(delta=s.audit_delta, clock=1, grace_period=s.audit_min_labels)
         self.audit_outcomes: deque[bool] = deque(maxlen=s.audit_window)
         self.audit_level = STABLE
-        self.panel = _Panel(s.panel_size)
         self.events = 0
         self.labels = 0
-        self._labels_at_panel = 0
         self._block_n = 0
         self._score_sum = self._uncertainty_sum = 0.0
         self._would_query = 0
@@ -267,9 +245,6 @@ class DriftMonitor:
                 if value is not None:
                     sums[i] += value
                     counts[i] += 1
-        panel = self.panel
-        if panel.size and self.events % self.settings.panel_stride == 0:
-            self._renew_panel_member(features)
         self._block_n += 1
         if self._block_n == self.settings.block_events:
             self._close_block()
@@ -289,56 +264,14 @@ class DriftMonitor:
         self._feature_counts = [0] * len(self.features)
         self._update(values)
 
-    # -- layer 1, panel view: after labels -------------------------------------------------------
-
-    def _renew_panel_member(self, features: Mapping[str, Any]) -> None:
-        """Put this event in the panel (filling it, then replacing the oldest member)."""
-        panel = self.panel
-        member = dict(features)
-        if len(panel.members) < panel.size:
-            panel.members.append(member)
-            panel.scores.append(None)
-        else:
-            panel.members[panel.next_slot] = member
-            panel.scores[panel.next_slot] = None  # scored afresh at the next panel check
-            panel.next_slot = (panel.next_slot + 1) % panel.size
-
-    def observe_labels(self, model: Any, labels_applied: int) -> None:
-        """After labels were learned: every ``panel_every_labels`` labels, score the panel again."""
-        self.labels = labels_applied
-        panel = self.panel
-        if not panel.size or len(panel.members) < panel.size:
-            return
-        if labels_applied - self._labels_at_panel < self.settings.panel_every_labels:
-            return
-        self._labels_at_panel = labels_applied
-        positive = self.positive_class
-        shift = churn = 0.0
-        compared = 0
-        for i, member in enumerate(panel.members):
-            new = model.predict_proba_one(member)
-            old = panel.scores[i]
-            panel.scores[i] = new
-            if old is None or not new:
-                continue
-            compared += 1
-            if positive is not None:
-                shift += new.get(positive, 0.0) - old.get(positive, 0.0)
-            else:
-                shift += max(new.values()) - max(old.values(), default=0.0)
-            churn += 0.5 * sum(abs(new.get(c, 0.0) - old.get(c, 0.0)) for c in new.keys() | old.keys())
-        if compared and labels_applied > self.settings.warmup_labels:
-            self._update({"panel_shift": shift / compared, "panel_churn": churn / compared})
-
     def model_replaced(self) -> None:
-        """A new model (a swap): the panel's old scores belong to another model, start afresh."""
-        self.panel.scores = [None] * len(self.panel.scores)
+        """A new model (a swap): every reference belonged to the old model, start afresh."""
         self._labels_seen = 0  # the new model's errors need their own reference
         self._reset_label_free()
 
     # -- layer 2: labels against the predictions they answer ----------------------------------
 
-    def observe_prediction(self, scores: Mapping[str, float], predicted: str | None, label: str) -> None:
+    def observe_prediction(self, scores: Mapping[str, float], predicted: str | None, label: str, labels_applied: int) -> None:
         """A label for a request: was the stored prediction wrong, beyond what the model expected?
 
         The value watched is ``wrong - (1 - p(predicted))``: the error minus the model's own
@@ -347,6 +280,7 @@ class DriftMonitor:
         the same on uncertainty-picked events as on random ones: the sampler's bias does not look
         like drift, and every label counts, not only the ~10% random audits.
         """
+        self.labels = labels_applied
         watch = self.watches.get(LABEL_SIGNAL)
         if watch is None or predicted is None or not scores:
             return

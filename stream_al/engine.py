@@ -276,11 +276,10 @@ class Engine:
             self._teach_background(features, value)
         drift = self.drift
         if drift is not None:
-            if request is not None and request.predicted is not None and not correction:
-                drift.observe_prediction(request.scores, request.predicted, value)
-                if request.reason == "random":
+            if request is not None and not correction:
+                drift.observe_prediction(request.scores, request.predicted, value, self.counters.labels_applied)
+                if request.reason == "random" and request.predicted is not None:
                     drift.observe_audit(request.predicted == value)
-            drift.observe_labels(self.model, self.counters.labels_applied)
             if drift.has_alerts:
                 self._on_drift_alerts(now)
         if not correction:

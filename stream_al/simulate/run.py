@@ -124,7 +124,7 @@ def drift_report(
 
     >>> alerts = [{"index": 900, "level": "drift", "signal": "score", "labels": 40},
     ...           {"index": 5400, "level": "drift", "signal": "label_error", "labels": 260},
-    ...           {"index": 5400, "level": "drift", "signal": "panel_shift", "labels": 260}]
+    ...           {"index": 5400, "level": "drift", "signal": "label_error", "labels": 260}]
     >>> report = drift_report(alerts, [5000], [250])
     >>> report["detections"][0]["delay_events"], report["detections"][0]["delay_labels"], report["false_alarms"]
     (400, 10, 1)

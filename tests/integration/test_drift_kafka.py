@@ -43,7 +43,7 @@ def test_a_drift_is_published_boosts_the_budget_and_swaps_the_model_through_the_
     settings = engine_settings(
         kafka_bootstrap, topic_prefix, tmp_path,
         budget={"fraction": 0.1, "boost": {"allowance": "1000 per hour", "max_extra_fraction": 0.1, "hard_cap_fraction": 0.3}},
-        drift={"warmup_events": 1000, "warmup_labels": 10, "block_events": 20, "calibration_blocks": 10, "panel_size": 0,
+        drift={"warmup_events": 1000, "block_events": 20, "calibration_blocks": 10,
                "background_model": True, "background_min_labels": 15},
     )
     truth = produce_events(settings, 0, 1000)

@@ -46,7 +46,7 @@ def test_cusum_dead_zone_and_one_sided():
 
 
 def monitor(**kw: Any) -> DriftMonitor:
-    base: dict[str, Any] = dict(warmup_events=0, calibration_blocks=10, label_warmup=10, label_calibration=30, panel_size=0)
+    base: dict[str, Any] = dict(warmup_events=0, calibration_blocks=10, label_warmup=10, label_calibration=30)
     return DriftMonitor(DriftSettings(**{**base, **kw}), positive_class="1")
 
 
@@ -84,11 +84,11 @@ def test_label_error_fires_on_contradicting_labels_not_on_calibrated_ones():
     m = monitor()
     for _ in range(3000):  # calibrated: wrong as often as the model expects
         p = rng.uniform(0.5, 1.0)
-        m.observe_prediction({"1": p, "0": 1 - p}, "1", "1" if rng.random() < p else "0")
+        m.observe_prediction({"1": p, "0": 1 - p}, "1", "1" if rng.random() < p else "0", m.labels + 1)
     assert not [a for a in m.take_alerts() if a.level == "drift"]
     for _ in range(100):
         p = rng.uniform(0.5, 1.0)
-        m.observe_prediction({"1": p, "0": 1 - p}, "1", "0" if rng.random() < 0.8 else "1")
+        m.observe_prediction({"1": p, "0": 1 - p}, "1", "0" if rng.random() < 0.8 else "1", m.labels + 1)
     assert [a.level for a in m.take_alerts() if a.signal == LABEL_SIGNAL][-1] == "drift"
 
 
@@ -97,7 +97,7 @@ def test_label_error_does_not_see_the_samplers_bias():
     m = monitor()
     for i in range(4000):  # uncertainty-picked (p ~ 0.5, errors ~50%) mixed with confident audits
         p = rng.uniform(0.5, 0.6) if i % 10 else rng.uniform(0.9, 1.0)
-        m.observe_prediction({"1": p, "0": 1 - p}, "1", "1" if rng.random() < p else "0")
+        m.observe_prediction({"1": p, "0": 1 - p}, "1", "1" if rng.random() < p else "0", m.labels + 1)
     assert not [a for a in m.take_alerts() if a.level == "drift"]
 
 
@@ -117,7 +117,7 @@ def test_audit_layer_in_the_engine_only_from_random_audits():
 
 def test_snapshot_round_trip_continues_identically():
     rng = random.Random(7)
-    m = monitor(panel_size=10, panel_stride=1)
+    m = monitor()
     feed_events(m, 5000, 0.3, rng)
     copy = pickle.loads(pickle.dumps(m))
     rng_a, rng_b = random.Random(8), random.Random(8)
@@ -164,7 +164,7 @@ def test_on_control_start_swap_cooldown_and_min_labels():
 
     engine = engine_with_drift(
         background_model=True, background_min_labels=5, swap_cooldown_labels=50,
-        warmup_labels=10, warmup_events=0, panel_size=5, panel_stride=1, panel_every_labels=1, calibration_blocks=200,
+        warmup_events=0, calibration_blocks=200,
     )
     teach(engine, 0, 100, flipped=False)
 
@@ -174,11 +174,10 @@ def test_on_control_start_swap_cooldown_and_min_labels():
     assert engine.on_control(control("background_start")) == "background model started"
     assert engine.on_control(control("background_start")).startswith("ignored")
     assert engine.on_control(control("model_swap")).startswith("swap pending")  # 0 of 5 labels
-    panel = engine.drift.watches["panel_shift"].cusum  # type: ignore[union-attr]
-    assert panel.n > 50
+    assert engine.drift._labels_seen > 50  # type: ignore[union-attr]
     teach(engine, 100, 5, flipped=True)  # the background model learns 5: swapped in
     assert engine.counters.model_swaps == 1 and engine.background is None
-    assert panel.n <= 1  # the swap reset the panel view: its scores belonged to the old model
+    assert engine.drift._labels_seen <= 1  # type: ignore[union-attr]  # the swap reset label_error: its reference was the old model's
     engine.on_control(control("background_start"))
     assert engine.on_control(control("model_swap")).startswith("ignored: the last swap")  # cooldown
     teach(engine, 105, 60, flipped=True)
