@@ -32,13 +32,13 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from river import base
 
 from stream_al.config import Settings
 from stream_al.messages import Event, Features, InvalidInput, LabelMessage, LabelRequest, canonical_label, numeric_features
-from stream_al.models import build_model, linear_contributions
+from stream_al.models import BatchScorer, batch_scorer, build_model, linear_contributions
 from stream_al.sampling import Budget, DriftBoost, FractionBudget, OpenRequestsCap, RateBudget, Sampler, build_strategy, random_share_of
 
 
@@ -140,13 +140,29 @@ class Engine:
         self.answered: OrderedDict[str, str] = OrderedDict()
         self.answered_features: OrderedDict[str, Features] = OrderedDict()
         self.waiting: OrderedDict[str, tuple[LabelMessage, float, Any]] = OrderedDict()
+        self._scorer: tuple[base.Classifier, BatchScorer] | None = None  # (the model it scores with, the scorer)
 
     # -- events ---------------------------------------------------------------------------------
 
     def on_event(self, event: Event, now: float) -> Decision:
         """Score one event and decide whether to ask for its label."""
+        return self._decide(event, self.model.predict_proba_one(event.features), now)
+
+    def on_events(self, events: Sequence[Event], now: float) -> list[Decision]:
+        """:meth:`on_event` for each event in order, with the scoring done for all of them at once.
+
+        The same decisions as calling :meth:`on_event` one by one: deciding never changes the model
+        (only labels do, between calls), so every event of the list is scored by the same model,
+        with numpy for the default linear model (:func:`stream_al.models.batch_scorer`).
+        """
+        scorer = self._scorer
+        if scorer is None or scorer[0] is not self.model:  # first call, or the model was replaced (restore)
+            scorer = self._scorer = (self.model, batch_scorer(self.model))
+        decide = self._decide
+        return [decide(event, scores, now) for event, scores in zip(events, scorer[1]([e.features for e in events]))]
+
+    def _decide(self, event: Event, scores: dict[str, float], now: float) -> Decision:
         self.counters.events += 1
-        scores = self.model.predict_proba_one(event.features)
         predicted = max(scores, key=scores.__getitem__) if scores else None
         clock = event.ts if (event.ts is not None and self.settings.budget.clock == "event") else now
         open_requests = None
