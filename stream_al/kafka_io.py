@@ -199,11 +199,52 @@ _MESSAGE = struct.Struct(">cI")  # engine -> writer: kind, length
 _CONFIG, _BATCH, _FLUSH, _QUIT = b"C", b"B", b"F", b"Q"
 
 
+def _record_appender(producer: KafkaProducer, topic: str) -> Callable[[bytes, int], Any]:
+    """``producer.send(topic, value=value, partition=partition)`` for the writer's records, straight
+    into the producer's record accumulator, as ``send`` itself ends up doing.
+
+    What ``send`` does besides, per record, the writer does not need: no key, headers, serializers
+    or transactions; the partition is ours and valid (checked here once against the topic's
+    metadata); records near the size limit still go through ``send`` and its check. ``send`` then
+    wakes the sender thread when a batch is new or full, and so does this. Measured: ~12 instead of
+    ~15 us of CPU per record, and the writer produces one record per event on a machine where its
+    CPU is taken from the engine's. With a kafka-python that lacks these internals, or no topic
+    metadata yet, it is plain ``send``.
+    """
+    accumulator, sender = getattr(producer, "_accumulator", None), getattr(producer, "_sender", None)
+
+    def send(value: bytes, partition: int) -> Any:
+        return producer.send(topic, value=value, partition=partition)
+
+    if not (callable(getattr(accumulator, "append", None)) and callable(getattr(sender, "wakeup", None))):
+        return send
+    try:
+        partitions = producer.partitions_for(topic) or ()  # waits for the topic's metadata, as send would
+    except KafkaError:  # no metadata yet: send waits for it again (and reports) per record
+        return send
+    targets = {p: TopicPartition(topic, p) for p in partitions}
+    limit = producer.config["max_request_size"] - 1024  # below it, no record can fail send's size check
+    append, wakeup = accumulator.append, sender.wakeup  # type: ignore[union-attr]
+    no_headers: list[tuple[str, bytes]] = []
+
+    def append_record(value: bytes, partition: int) -> Any:
+        tp = targets.get(partition)
+        if tp is None or len(value) > limit:
+            return send(value, partition)
+        future, full, new_batch, _ = append(tp, None, None, value, no_headers)
+        if full or new_batch:
+            wakeup()
+        return future
+
+    return append_record
+
+
 def _prediction_writer_main() -> None:
     """The writer process (``python -m stream_al.kafka_io``): batches on stdin become records."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the engine, which stops us
     stdin, stdout = sys.stdin.buffer, sys.stdout
     producer: KafkaProducer | None = None
+    send: Callable[[bytes, int], Any] | None = None
     topic = ""
     errors: list[str] = []
 
@@ -220,12 +261,13 @@ def _prediction_writer_main() -> None:
             config = json.loads(payload)
             topic = config.pop("topic")
             producer = KafkaProducer(**config)
+            send = _record_appender(producer, topic)
         elif kind == _BATCH:
-            view, offset, send = memoryview(payload), 0, producer.send  # type: ignore[union-attr]
+            view, offset = memoryview(payload), 0
             while offset < length:
                 partition, size = _FRAME.unpack_from(view, offset)
                 offset += _FRAME.size
-                send(topic, value=bytes(view[offset : offset + size]), partition=partition).add_errback(failed)
+                send(view[offset : offset + size].tobytes(), partition).add_errback(failed)  # type: ignore[misc]
                 offset += size
         else:  # flush (or quit): report what happened to every send so far
             try:
