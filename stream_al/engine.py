@@ -3,6 +3,8 @@
 The Kafka runner, the demo, the tests and (later) the offline simulator all drive this class:
 
 - :meth:`Engine.on_event` scores one event and decides whether to ask for its label;
+  :meth:`Engine.on_events` does the same for a list of events, scoring them all at once (the
+  Kafka runner's path: one chunk of events between two looks at the labels topic);
 - :meth:`Engine.on_request` records a label request read back from the ``label-requests`` topic
   (made by this replica before a restart, or by another replica);
 - :meth:`Engine.on_label` applies an answer at once, or says why not;

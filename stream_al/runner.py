@@ -4,8 +4,10 @@ Each turn of the loop:
 
 1. poll the control consumer (``label-requests`` then ``labels``, all partitions) and hand each
    record to the engine: requests are remembered, labels are learned at once;
-2. poll the events consumer (the group) for a bounded batch, score and decide each event, and send
-   label requests, predictions and dead letters;
+2. poll the events consumer (the group) for a bounded batch and, chunk by chunk of
+   ``LABEL_CHECK_EVERY`` events (the control topics are looked at again between chunks), score the
+   chunk's events together, decide each in order, and send label requests, predictions and dead
+   letters;
 3. handle any rebalance the poll recorded (seek new partitions, resume them, re-split the budget);
 4. expire old requests, refresh gauges, and checkpoint when due.
 
