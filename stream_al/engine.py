@@ -3,6 +3,8 @@
 The Kafka runner, the demo, the tests and (later) the offline simulator all drive this class:
 
 - :meth:`Engine.on_event` scores one event and decides whether to ask for its label;
+  :meth:`Engine.on_events` does the same for a list of events, scoring them all at once (the
+  Kafka runner's path: one chunk of events between two looks at the labels topic);
 - :meth:`Engine.on_request` records a label request read back from the ``label-requests`` topic
   (made by this replica before a restart, or by another replica);
 - :meth:`Engine.on_label` applies an answer at once, or says why not;
@@ -33,14 +35,14 @@ import hashlib
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from river import base
 
 from stream_al.config import Settings
 from stream_al.drift import DriftAlert, DriftMonitor
 from stream_al.messages import Event, Features, InvalidInput, LabelMessage, LabelRequest, ModelControl, canonical_label, numeric_features
-from stream_al.models import build_model, linear_contributions
+from stream_al.models import BatchScorer, batch_scorer, build_model, linear_contributions
 from stream_al.sampling import Budget, DriftBoost, FractionBudget, OpenRequestsCap, RateBudget, Sampler, build_strategy, random_share_of
 
 
@@ -155,13 +157,29 @@ class Engine:
         self.outbox: deque[ModelControl] = deque(maxlen=100)
         self._control_seq = 0
         self._asked: set[str] = set()  # controls issued and not read back yet: one of each kind is enough
+        self._scorer: tuple[base.Classifier, BatchScorer] | None = None  # (the model it scores with, the scorer)
 
     # -- events ---------------------------------------------------------------------------------
 
     def on_event(self, event: Event, now: float) -> Decision:
         """Score one event and decide whether to ask for its label."""
+        return self._decide(event, self.model.predict_proba_one(event.features), now)
+
+    def on_events(self, events: Sequence[Event], now: float) -> list[Decision]:
+        """:meth:`on_event` for each event in order, with the scoring done for all of them at once.
+
+        The same decisions as calling :meth:`on_event` one by one: deciding never changes the model
+        (only labels do, between calls), so every event of the list is scored by the same model,
+        with numpy for the default linear model (:func:`stream_al.models.batch_scorer`).
+        """
+        scorer = self._scorer
+        if scorer is None or scorer[0] is not self.model:  # first call, or the model was replaced (restore)
+            scorer = self._scorer = (self.model, batch_scorer(self.model))
+        decide = self._decide
+        return [decide(event, scores, now) for event, scores in zip(events, scorer[1]([e.features for e in events]))]
+
+    def _decide(self, event: Event, scores: dict[str, float], now: float) -> Decision:
         self.counters.events += 1
-        scores = self.model.predict_proba_one(event.features)
         predicted = max(scores, key=scores.__getitem__) if scores else None
         clock = event.ts if (event.ts is not None and self.settings.budget.clock == "event") else now
         open_requests = None

@@ -182,11 +182,15 @@ _FLOATS_ONLY = {float}
 class EventParser:
     """Decodes raw event bytes with an :class:`InputMapping` into an :class:`Event`."""
 
-    __slots__ = ("mapping", "_excluded")
+    __slots__ = ("mapping", "_excluded", "_id_key", "_ts_key", "_features_key")
 
     def __init__(self, mapping: InputMapping):
         self.mapping = mapping
         self._excluded = {mapping.id_field, mapping.timestamp_field, "schema_version", "meta", *mapping.exclude_fields}
+        # Top-level fields (no dots) are read with one dict lookup; None means "walk the dotted path".
+        self._id_key = mapping.id_field if "." not in mapping.id_field else None
+        self._ts_key = mapping.timestamp_field if mapping.timestamp_field and "." not in mapping.timestamp_field else None
+        self._features_key = mapping.features_field if mapping.features_field and "." not in mapping.features_field else None
 
     def parse(self, raw: bytes, topic: str, partition: int, offset: int) -> Event:
         """Parse one event read at (topic, partition, offset); that position is its id when it has none."""
@@ -197,16 +201,22 @@ class EventParser:
         if type(obj) is not dict:
             raise InvalidInput("invalid_event", f"event is a JSON {type(obj).__name__}, not an object")
         mapping = self.mapping
-        event_id = obj.get(mapping.id_field) if "." not in mapping.id_field else _get_path(obj, mapping.id_field)
+        event_id = obj.get(self._id_key) if self._id_key is not None else _get_path(obj, mapping.id_field)
         if event_id is None:
             event_id = f"{topic}:{partition}:{offset}"
         elif type(event_id) is int:
             event_id = str(event_id)
         elif type(event_id) is not str or not event_id:
             raise InvalidInput("invalid_event", f"id field {mapping.id_field!r} must be a non-empty string or integer")
-        ts = parse_timestamp(_get_path(obj, mapping.timestamp_field)) if mapping.timestamp_field else None
+        if self._ts_key is not None:
+            ts = obj.get(self._ts_key)
+            # Epoch seconds as a float, the common case, is kept as is (what parse_timestamp returns for it).
+            if ts is not None and (type(ts) is not float or ts > 1e11):
+                ts = parse_timestamp(ts)
+        else:
+            ts = parse_timestamp(_get_path(obj, mapping.timestamp_field)) if mapping.timestamp_field else None
         if mapping.features_field:
-            raw_features = obj.get(mapping.features_field) if "." not in mapping.features_field else _get_path(obj, mapping.features_field)
+            raw_features = obj.get(self._features_key) if self._features_key is not None else _get_path(obj, mapping.features_field)
             if type(raw_features) is not dict:
                 raise InvalidInput("invalid_event", f"field {mapping.features_field!r} must be an object of features")
             if raw_features and set(map(type, raw_features.values())) == _FLOATS_ONLY:

@@ -20,8 +20,10 @@ ValueError: unknown model 'svm': use one of adaptive_random_forest, gaussian_nb,
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Sequence
+from operator import itemgetter
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 from river import anomaly, base, compose, forest, linear_model, multiclass, naive_bayes, optim, preprocessing, tree
 
 
@@ -203,6 +205,143 @@ def linear_contributions(model: base.Classifier, x: dict, predicted: str | None,
     contributions = {name: weights.get(name, 0.0) * value for name, value in scaled.items()}
     ranked = sorted(contributions.items(), key=lambda item: abs(item[1]), reverse=True)[:top]
     return {name: round(float(value), 4) for name, value in ranked}
+
+
+# -- scoring many events at once -----------------------------------------------------------------
+
+Scores = dict[Any, float]
+BatchScorer = Callable[[Sequence[Mapping[str, float]]], list[Scores]]
+
+
+def batch_scorer(model: base.Classifier) -> BatchScorer:
+    """A function scoring a list of feature dicts as ``[model.predict_proba_one(x) for x in xs]`` does.
+
+    For the default model, ``Pipeline(StandardScaler, BinaryLabels(LogisticRegression))``, and its
+    one-vs-rest form, it scores the whole list with numpy from the model's state *at call time*
+    (the caller must not let the model learn during a call): ~1 µs an event instead of ~11 µs, with
+    the same probabilities up to float rounding (~1e-15; ``tests/unit/test_models.py`` checks
+    1e-9). Events whose feature names differ from the first event's are scored one by one, and so
+    is every event of any other model or configuration (a windowed or mean-only scaler, a loss
+    other than log loss, ``compose.learn_during_predict``). The scorer holds the model object: build
+    a new one when the model is replaced (a snapshot restore).
+
+    >>> model = build_model("logistic_regression", {}, ("legit", "fraud"))
+    >>> model.learn_one({"x": 1.0, "y": 2.0}, "fraud"); model.learn_one({"x": 3.0, "y": 0.0}, "legit")
+    >>> xs = [{"x": 2.0, "y": 1.0}, {"y": 1.0, "x": 2.0}, {"x": 2.0}]
+    >>> batch_scorer(model)(xs) == [model.predict_proba_one(x) for x in xs]
+    True
+    """
+    linear = _linear_parts(model)
+    if linear is None:
+        predict = model.predict_proba_one
+        return lambda xs: [predict(x) for x in xs]
+    return _LinearScorer(model, *linear)
+
+
+def _linear_parts(model: base.Classifier) -> tuple[preprocessing.StandardScaler, base.Classifier] | None:
+    """The scaler and the last step when the model is a scaled logistic regression we can vectorise."""
+    if type(model) is not compose.Pipeline or len(model.steps) != 2:
+        return None
+    scaler, last = model.steps.values()
+    if type(scaler) is not preprocessing.StandardScaler or not scaler.with_std or scaler.window_size is not None:
+        return None
+    if type(last) is BinaryLabels:
+        regressions = [last.classifier]
+    elif type(last) is multiclass.OneVsRestClassifier:
+        regressions = [last.classifier]  # the template: its clones share its type and loss
+    else:
+        return None
+    for regression in regressions:
+        if type(regression) is not linear_model.LogisticRegression or type(regression.loss) is not optim.losses.Log:
+            return None
+    return scaler, last
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    """``river.utils.math.sigmoid`` elementwise: exactly 0 below -30 and 1 above 30, as River does."""
+    with np.errstate(over="ignore"):
+        p = 1.0 / (1.0 + np.exp(-logits))
+    p[logits < -30] = 0.0
+    p[logits > 30] = 1.0
+    return p
+
+
+class _LinearScorer:
+    """:func:`batch_scorer` for a scaled logistic regression (binary, or one-vs-rest)."""
+
+    def __init__(self, model: compose.Pipeline, scaler: preprocessing.StandardScaler, last: base.Classifier):
+        self.model = model
+        self.scaler = scaler
+        self.last = last
+        self._columns: tuple[str, ...] = ()
+        self._row: Callable[[Mapping[str, float]], Any] = tuple
+
+    def __call__(self, xs: Sequence[Mapping[str, float]]) -> list[Scores]:
+        if not xs:
+            return []
+        if self.model._LEARN_UNSUPERVISED_DURING_PREDICT:  # predicting would update the scaler per event
+            return [self.model.predict_proba_one(x) for x in xs]
+        columns = tuple(xs[0])
+        n = len(columns)
+        if n == 0:
+            return [self.model.predict_proba_one(x) for x in xs]
+        if columns != self._columns:  # the same names chunk after chunk: build the getter once
+            self._columns = columns
+            self._row = itemgetter(*columns) if n > 1 else (lambda x, c=columns[0]: (x[c],))
+        row = self._row
+        rows: list[Any] = []
+        alike: list[int] = []
+        other: list[int] = []
+        for i, x in enumerate(xs):
+            if len(x) == n:  # same size and every name present: the same names
+                try:
+                    rows.append(row(x))
+                    alike.append(i)
+                    continue
+                except KeyError:
+                    pass
+            other.append(i)
+        scores: list[Scores] = [{}] * len(xs)
+        if rows:
+            for i, s in zip(alike, self._score_rows(rows, columns)):
+                scores[i] = s
+        predict = self.model.predict_proba_one
+        for i in other:  # a different set of features: River's own path
+            scores[i] = predict(xs[i])
+        return scores
+
+    def _score_rows(self, rows: list[Any], columns: tuple[str, ...]) -> list[Scores]:
+        scaler = self.scaler
+        means, variances = scaler.means, scaler.vars
+        # What StandardScaler.transform_one reads, with its side effects: ``vars`` is a defaultdict,
+        # so a name never learned gets an entry (0.0); ``means`` is read only where the variance
+        # is not 0. Reading them the same way leaves the model's state (and snapshot) as River does.
+        var = np.fromiter((variances[c] for c in columns), float, len(columns))
+        mean = np.fromiter((means[c] if v else 0.0 for c, v in zip(columns, var.tolist())), float, len(columns))
+        x = np.array(rows, dtype=float)
+        # (x - mean) / sqrt(var), and 0 where the variance is 0 (River's ``if v else 0.0``).
+        scaled = np.divide(x - mean, np.sqrt(var), out=np.zeros_like(x), where=var != 0.0)
+        last = self.last
+        if type(last) is BinaryLabels:
+            regression = last.classifier
+            p = _probabilities(scaled @ regression._weights.to_numpy(columns) + regression.intercept).tolist()
+            negative, positive = last.negative, last.positive
+            return [{negative: 1.0 - q, positive: q} for q in p]
+        labels = list(last.classifiers)
+        if not labels:  # no class learned yet: River answers {}
+            return [{} for _ in rows]
+        weights = np.column_stack([last.classifiers[c]._weights.to_numpy(columns) for c in labels])
+        intercepts = np.array([last.classifiers[c].intercept for c in labels], dtype=float)
+        votes = _probabilities(scaled @ weights + intercepts)
+        total = votes.sum(axis=1)
+        uniform = 1 / len(labels)
+        out = []
+        for row_votes, row_total in zip(votes.tolist(), total.tolist()):
+            if row_total:
+                out.append({label: v / row_total for label, v in zip(labels, row_votes)})
+            else:
+                out.append({label: uniform for label in labels})
+        return out
 
 
 def _last_step(model: base.Classifier) -> base.Estimator:

@@ -5,8 +5,10 @@ Each turn of the loop:
 1. poll the control consumer (``label-requests`` then ``labels``, all partitions) and hand each
    record to the engine: requests are remembered, labels are learned at once, model controls
    (a background model started or swapped in after a drift) are applied in label-log order;
-2. poll the events consumer (the group) for a bounded batch, score and decide each event, and send
-   label requests, predictions and dead letters;
+2. poll the events consumer (the group) for a bounded batch and, chunk by chunk of
+   ``LABEL_CHECK_EVERY`` events (the control topics are looked at again between chunks), score the
+   chunk's events together, decide each in order, and send label requests, predictions and dead
+   letters;
 3. publish what the drift monitor found: alerts to the ``drift`` topic, logs and metrics; model
    controls to the ``labels`` topic, where every replica (this one too) reads them back in order;
 4. handle any rebalance the poll recorded (seek new partitions, resume them, re-split the budget);
@@ -56,7 +58,7 @@ from stream_al.config import Settings
 from stream_al.engine import Engine, Outcome
 from stream_al.faults import crash_point
 from stream_al.kafka_io import BrokerProbe, DeliveryError, KafkaIO, MessageTooLarge, Partition
-from stream_al.messages import EventParser, InvalidInput, ModelControl, parse_label_log, parse_label_request
+from stream_al.messages import Event, EventParser, InvalidInput, ModelControl, parse_label_log, parse_label_request
 from stream_al.metrics import HealthServer, Metrics
 from stream_al.snapshot import SnapshotStore
 
@@ -241,25 +243,32 @@ class Runner:
         return False
 
     def _process_events(self, records: list[Any]) -> None:
+        """Parse a chunk of records, score and decide them together, then send their outputs in order.
+
+        The engine scores the whole chunk at once (:meth:`Engine.on_events`); no label is learned
+        inside a chunk, so that is what scoring them one by one would give.
+        """
         started = time.perf_counter()
         now = time.time()
-        engine_on_event = self.engine.on_event
         parse = self.parser.parse
-        send = self.io.send  # type: ignore[union-attr]
-        send_prediction = self.io.send_prediction  # type: ignore[union-attr]
-        topics = self.settings.topics
-        predictions = topics.predictions
-        requests_topic = topics.label_requests
         offsets = self.events_offsets
-        dumps = orjson.dumps
+        parsed: list[Any] = []
+        events: list[Event] = []
         for record in records:
             offsets[(record.topic, record.partition)] = record.offset + 1
             try:
-                event = parse(record.value, record.topic, record.partition, record.offset)
+                events.append(parse(record.value, record.topic, record.partition, record.offset))
             except InvalidInput as exc:
                 self._dead_letter(record, "decode_event", exc.reason, exc.detail)
                 continue
-            decision = engine_on_event(event, now)
+            parsed.append(record)
+        decisions = self.engine.on_events(events, now) if events else []
+        send = self.io.send  # type: ignore[union-attr]
+        send_prediction = self.io.send_prediction  # type: ignore[union-attr]
+        predictions = self.settings.topics.predictions
+        requests_topic = self.settings.topics.label_requests
+        dumps = orjson.dumps
+        for record, decision in zip(parsed, decisions):
             request = decision.request
             try:
                 if request is not None:

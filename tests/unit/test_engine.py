@@ -540,3 +540,41 @@ def test_drift_boost_through_the_engine_and_the_snapshot():
     restored = Engine(settings(budget={"fraction": 0.05, "boost": boost}))
     assert restored.restore(pickle.loads(pickle.dumps(engine.state()))) == []
     assert restored.sampler.drift_boost.spent == len(boosted)
+
+
+@pytest.mark.parametrize("model", ["logistic_regression", "hoeffding_tree"])
+@pytest.mark.parametrize("classes", [["legit", "fraud"], ["a", "b", "c"]], ids=["binary", "three"])
+def test_on_events_decides_as_on_event_one_by_one(model, classes):
+    """Chunks scored together (numpy for the linear model) give the decisions, requests and model
+    of the same events scored one at a time, with every request answered between chunks."""
+    cfg = settings(classes=classes, model={"name": model}, budget={"fraction": 0.2}, sampler={"random_share": 0.1})
+    one, many = Engine(cfg), Engine(cfg)
+    stream = list(linear_stream(5, 600))
+    label_of = {f"e{i}": classes[0] if y == "legit" else classes[-1] for i, (_, y) in enumerate(stream)}
+    for start in range(0, len(stream), 50):
+        events = [Event(f"e{i}", None, x) for i, (x, _) in enumerate(stream[start : start + 50], start)]
+        singles = [one.on_event(event, T0 + start) for event in events]
+        batch = many.on_events(events, T0 + start)
+        for a, b in zip(singles, batch, strict=True):
+            assert (a.event_id, a.predicted, a.model_version, list(a.scores)) == (b.event_id, b.predicted, b.model_version, list(b.scores))
+            assert all(math.isclose(a.scores[k], b.scores[k], abs_tol=1e-9) for k in a.scores)
+            assert (a.request is None) == (b.request is None)
+            if a.request is not None:
+                assert a.request.request_id == b.request.request_id and a.request.reason == b.request.reason
+                for engine in (one, many):
+                    outcome = engine.on_label(LabelMessage(request_id=a.request.request_id, label=label_of[a.event_id]), T0 + start + 1)
+                    assert outcome.status == "applied"
+    assert one.model_version == many.model_version > 20
+    probe = {"x1": 0.3, "x2": -0.2}
+    assert one.model.predict_proba_one(probe) == pytest.approx(many.model.predict_proba_one(probe), abs=1e-9)
+
+
+def test_on_events_scores_with_the_model_restored_from_a_snapshot():
+    cfg = settings(budget={"fraction": 0.5})
+    trained, fresh = Engine(cfg), Engine(cfg)
+    fresh.on_events([Event("warm", None, dict(X))], T0)  # builds its scorer around its own (cold) model
+    for i, (x, y) in enumerate(linear_stream(1, 200)):
+        trained.model.learn_one(x, y)
+    fresh.restore(pickle.loads(pickle.dumps(trained.state())))
+    [decision] = fresh.on_events([Event("after", None, dict(PROBE))], T0)
+    assert decision.scores == pytest.approx(trained.model.predict_proba_one(PROBE), abs=1e-9)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import pickle
+import random
 
 import pytest
 from river import base
 
-from stream_al.models import BUILDERS, build_model
+from stream_al.models import BUILDERS, BinaryLabels, _LinearScorer, batch_scorer, build_model
 
 from .helpers import BINARY, BINARY_CENTERS, THREE, THREE_CENTERS, argmax, blobs
 
@@ -192,3 +193,104 @@ def test_linear_contributions_multiclass_uses_the_predicted_class_and_none_for_o
     assert set(linear_contributions(model, {"x": 2.0}, "c")) == {"x"}
     assert linear_contributions(model, {"x": 2.0}, "zzz") is None
     assert linear_contributions(build_model("hoeffding_tree"), {"x": 1.0}, "a") is None
+
+
+# -- batch scoring ------------------------------------------------------------------------------
+
+
+def _random_events(rng: random.Random, n: int, names: list[str]) -> list[dict[str, float]]:
+    return [{name: rng.gauss(0.0, 3.0) for name in names} for _ in range(n)]
+
+
+def assert_same_scores(batch: list[dict], single: list[dict], tolerance: float = 1e-9) -> None:
+    assert len(batch) == len(single)
+    for got, want in zip(batch, single):
+        assert list(got) == list(want)  # the same classes, in the same order
+        for label in want:
+            assert got[label] == pytest.approx(want[label], abs=tolerance)
+
+
+@pytest.mark.parametrize("classes", [("legit", "fraud"), ("a", "b", "c")], ids=["binary", "three"])
+@pytest.mark.parametrize("seed", range(3))
+def test_batch_scoring_equals_per_event_scoring_of_the_linear_model(classes, seed):
+    rng = random.Random(seed)
+    names = [f"f{j}" for j in range(12)]
+    model = build_model("logistic_regression", {}, classes)
+    assert isinstance(batch_scorer(model), _LinearScorer)  # the vectorised path, not the fallback
+    for x in _random_events(rng, 300, names):  # labels from a noisy linear rule
+        model.learn_one(x, classes[int(x["f0"] + rng.gauss(0, 1) > 0) + (len(classes) > 2 and x["f1"] > 2)])
+    xs = _random_events(rng, 250, names)
+    assert_same_scores(batch_scorer(model)(xs), [model.predict_proba_one(x) for x in xs])
+
+
+@pytest.mark.parametrize("classes", [("legit", "fraud"), ("a", "b", "c")], ids=["binary", "three"])
+def test_batch_scoring_of_a_model_that_knows_no_class_yet(classes):
+    model = build_model("logistic_regression", {}, classes)
+    xs = _random_events(random.Random(0), 5, ["x", "y"])
+    single = [model.predict_proba_one(x) for x in xs]
+    assert single[0] == ({"legit": 0.5, "fraud": 0.5} if len(classes) == 2 else {})  # one-vs-rest: no class seen
+    assert_same_scores(batch_scorer(model)(xs), single, tolerance=0.0)
+
+
+def test_batch_scoring_handles_other_feature_sets_one_by_one_and_keeps_the_scaler_state():
+    rng = random.Random(1)
+    per_event, batched = (build_model("logistic_regression", {}, ("legit", "fraud")) for _ in range(2))
+    for x in _random_events(rng, 100, ["x", "y", "z"]):
+        label = "fraud" if x["x"] > 0 else "legit"
+        per_event.learn_one(x, label)
+        batched.learn_one(x, label)
+    xs = [
+        {"x": 1.0, "y": 2.0, "z": -1.0},
+        {"z": -1.0, "y": 2.0, "x": 1.0},  # the same names in another order
+        {"x": 1.0, "y": 2.0},  # one missing
+        {"x": 1.0, "y": 2.0, "w": 5.0},  # same size, another name (never seen by the scaler)
+        {"x": 1.0, "y": 2.0, "z": -1.0, "new": 3.0},  # one more
+        {"x": 0.5},
+    ]
+    assert_same_scores(batch_scorer(batched)(xs), [per_event.predict_proba_one(x) for x in xs])
+    # River's scaler adds an entry for a name it is asked to scale; the batch path does the same.
+    scaler, reference = batched.steps["StandardScaler"], per_event.steps["StandardScaler"]
+    assert dict(scaler.means) == dict(reference.means) and dict(scaler.vars) == dict(reference.vars)
+    assert "w" in scaler.vars and "new" in scaler.vars
+    # A batch whose first event has names the scaler has not seen yet: they scale to 0, as in River.
+    fresh = [{"q": 2.0, "x": 1.0}, {"q": 3.0, "x": -1.0}]
+    assert_same_scores(batch_scorer(batched)(fresh), [per_event.predict_proba_one(x) for x in fresh])
+
+
+def test_batch_scoring_clamps_extreme_logits_like_river():
+    model = build_model("logistic_regression", {"learning_rate": 50.0}, ("legit", "fraud"))
+    for i in range(50):
+        model.learn_one({"x": float(i % 2), "y": 1.0}, "fraud" if i % 2 else "legit")
+    xs = [{"x": 1000.0, "y": 1.0}, {"x": -1000.0, "y": 1.0}, {"x": 0.5, "y": 1.0}]
+    single = [model.predict_proba_one(x) for x in xs]
+    assert single[0]["fraud"] == 1 and single[1]["fraud"] == 0  # River's sigmoid is exactly 0/1 past +-30
+    assert_same_scores(batch_scorer(model)(xs), single, tolerance=1e-12)
+
+
+@pytest.mark.parametrize("name", ["hoeffding_tree", "gaussian_nb", "half_space_trees"])
+def test_batch_scoring_falls_back_to_river_for_other_models(name):
+    rng = random.Random(2)
+    model = build_model(name, {}, ("legit", "fraud"))
+    for x in _random_events(rng, 200, ["x", "y"]):
+        model.learn_one(x, "fraud" if x["x"] + x["y"] > 0 else "legit")
+    scorer = batch_scorer(model)
+    assert not isinstance(scorer, _LinearScorer)
+    xs = _random_events(rng, 50, ["x", "y"])
+    assert scorer(xs) == [model.predict_proba_one(x) for x in xs]
+
+
+def test_batch_scoring_falls_back_for_a_scaler_it_does_not_vectorise_and_during_learn_during_predict():
+    from river import compose, linear_model, preprocessing
+
+    windowed = compose.Pipeline(
+        preprocessing.StandardScaler(window_size=10), BinaryLabels(linear_model.LogisticRegression(), "legit", "fraud")
+    )
+    assert not isinstance(batch_scorer(windowed), _LinearScorer)
+    model = build_model("logistic_regression", {}, ("legit", "fraud"))
+    for x in _random_events(random.Random(3), 50, ["x", "y"]):
+        model.learn_one(x, "fraud" if x["x"] > 0 else "legit")
+    xs = _random_events(random.Random(4), 5, ["x", "y"])
+    with compose.learn_during_predict():  # every prediction updates the scaler: only River's path is right
+        twin = pickle.loads(pickle.dumps(model))
+        single = [twin.predict_proba_one(x) for x in xs]
+        assert batch_scorer(model)(xs) == single
