@@ -221,7 +221,7 @@ class Sampler:
         else:
             top, uncertainty, cold, utility = None, 1.0, True, 1.0
         rule = self._feeds
-        if rule is not None and not cold:  # a cold model's doubts stay out of the window
+        if rule is not None and not cold and rule.taken >= rule.warm:  # a cold or young model's doubts stay out of the window
             # The quantile filter keeps one utility in ``stride``: count here, call only to keep one.
             skipped = rule.skipped + 1
             if skipped < rule.stride:

@@ -221,9 +221,9 @@ def build_strategy(s: SamplerSettings, positive: str | None) -> Strategy:
     def variable() -> VariableThreshold:
         return VariableThreshold(s.initial_threshold, s.threshold_step)
 
-    def quantile(share: float = 1.0) -> BalancedQuantileFilter:
+    def quantile(share: float = 1.0, warm: int = 0) -> BalancedQuantileFilter:
         # ~250 utilities kept whatever the window: the bar's precision, at a quarter of the cost for 1000.
-        return BalancedQuantileFilter(s.quantile_window, share, stride=max(1, s.quantile_window // 250))
+        return BalancedQuantileFilter(s.quantile_window, share, stride=max(1, s.quantile_window // 250), warm=warm)
 
     name = s.strategy
     if name == "random":
@@ -237,7 +237,7 @@ def build_strategy(s: SamplerSettings, positive: str | None) -> Strategy:
     if name == "entropy":
         return UtilityRule("entropy", ProportionalProbability(s.entropy_exponent), balance=balance)
     if name == "quantile_filter":
-        return UtilityRule(s.utility, quantile(), balance=balance)
+        return UtilityRule(s.utility, quantile(warm=s.warm_start), balance=balance)
     if name == "committee":
         return Committee(variable())
     if name == "anomaly":
