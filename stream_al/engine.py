@@ -164,8 +164,7 @@ class Engine:
             if request_id in self.pending or request_id in self.answered or request_id in self.expired:
                 self.sampler.refund()  # a replayed event: its request exists, the label is not spent twice
                 return decision
-            # Built from values the engine made and checked itself: no validation (a third of a query's cost).
-            decision.request = LabelRequest.model_construct(
+            decision.request = LabelRequest(
                 request_id=request_id, event_id=event.id, created_at=now,
                 expires_at=now + self.settings.requests.ttl_seconds, features=event.features,
                 scores=scores, predicted=predicted, uncertainty=choice.uncertainty, reason=choice.reason,

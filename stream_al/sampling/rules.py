@@ -30,7 +30,8 @@ class Context:
     """What a decision may look at besides the scores.
 
     ``fraction`` is the labels per event the budgets have offered so far (for rate budgets it moves
-    with traffic) and ``offered`` their total (``inf`` without a paced budget); the sampler sets
+    with traffic) and ``offered`` their total less the sampler's random audits, i.e. the labels that
+    were the strategy's to spend (``inf`` without a paced budget); the sampler sets
     both only before :meth:`Rule.select`. ``available`` is the labels the budgets hold right now;
     ``cold`` says the model knows nothing yet (no scores, or all equal); ``top`` is the highest
     score (``None`` without scores); ``model`` and ``features`` are given by engines whose strategy

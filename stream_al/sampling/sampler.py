@@ -139,7 +139,10 @@ class Sampler:
             if target < offered:
                 offered = target
         fraction = offered / self.events
-        context.offered, context.fraction = offered, fraction if fraction < 1.0 else 1.0
+        # The strategy is offered what the audits did not take: counting their labels as its own
+        # would keep a balancing rule forever behind (owing a tenth of the budget at a 10% share),
+        # and a rule that owes labels lowers its bar until it takes almost anything.
+        context.offered, context.fraction = offered - self.audits, fraction if fraction < 1.0 else 1.0
         if normal and self.random_share:
             p_audit = self.random_share * context.fraction
             if hash_bernoulli(self.seed, event_id, p_audit):  # a cheap screen first: this runs on most events
@@ -262,7 +265,7 @@ class Sampler:
         if context is None:
             context = self._context = Context(event_id, self.seed, 0.0, available)
         context.event_id, context.available, context.cold, context.top = event_id, available, cold, top
-        context.model, context.features, context.offered, context.fraction = model, features, offered, fraction
+        context.model, context.features, context.offered, context.fraction = model, features, offered - self.audits, fraction
         p_query = self._select(utility, context)
         if p_query is None:
             return Choice(False, "", uncertainty, 0.0, utility)
