@@ -160,8 +160,6 @@ class BudgetSettings(_Section):
 
     fraction: float | None = Field(0.05, gt=0, le=1, description="labels per event")
     fraction_burst: float | None = Field(None, gt=0, description="most labels saved up for a burst (default 10)")
-    fraction_credit: float = Field(5.0, ge=0, description="labels a fresh fraction budget may spend before it has "
-        "earned them (a new model's first labels), repaid from its next earnings; at most the burst")
     rate: str | None = Field(None, description="e.g. '120 per hour'")
     rate_burst: float | None = Field(None, ge=1, description="token bucket size (default: ten seconds of rate, >= 1)")
     clock: Literal["wall", "event"] = "wall"
@@ -179,8 +177,6 @@ class BudgetSettings(_Section):
     def _some_limit(self) -> BudgetSettings:
         if self.fraction is None and self.rate is None and self.max_open_requests is None:
             raise ValueError("set at least one of budget.fraction, budget.rate, budget.max_open_requests")
-        if self.fraction is not None and self.fraction_credit > max(1.0 + self.fraction, self.fraction_burst or 10.0):
-            raise ValueError(f"budget.fraction_credit {self.fraction_credit:g} is above the fraction budget's burst")
         if self.boost is not None and self.fraction is not None and self.boost.hard_cap_fraction < self.fraction:
             raise ValueError(f"budget.boost.hard_cap_fraction {self.boost.hard_cap_fraction} is below budget.fraction {self.fraction}")
         return self

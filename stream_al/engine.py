@@ -97,7 +97,7 @@ def build_sampler(settings: Settings) -> Sampler:
     cfg = settings.budget
     budgets: list[Budget] = []
     if cfg.fraction is not None:
-        budgets.append(FractionBudget(cfg.fraction, cfg.fraction_burst, cfg.fraction_credit))
+        budgets.append(FractionBudget(cfg.fraction, cfg.fraction_burst))
     if cfg.rate_per_second is not None:
         budgets.append(RateBudget(cfg.rate_per_second, cfg.rate_burst))
     if cfg.max_open_requests is not None:
@@ -129,8 +129,6 @@ class Engine:
         self.classes = frozenset(settings.classes)
         self.model = model if model is not None else build_model(settings.model.name, settings.model.params, ordered_classes(settings))
         self.sampler = build_sampler(settings)
-        self._event_clock = settings.budget.clock == "event"  # read on every event: settings are fixed
-        self._capped = settings.budget.max_open_requests is not None
         self.model_version = 0
         self.counters = EngineCounters()
         # Open requests in creation order (expiry walks from the front), then requests whose time
@@ -150,9 +148,9 @@ class Engine:
         self.counters.events += 1
         scores = self.model.predict_proba_one(event.features)
         predicted = max(scores, key=scores.__getitem__) if scores else None
-        clock = event.ts if (event.ts is not None and self._event_clock) else now
+        clock = event.ts if (event.ts is not None and self.settings.budget.clock == "event") else now
         open_requests = None
-        if self._capped:
+        if self.settings.budget.max_open_requests is not None:
             self._expire_requests(now)  # an expired request frees its slot at once
             open_requests = len(self.pending)
         choice = self.sampler.decide(

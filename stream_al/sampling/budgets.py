@@ -1,11 +1,9 @@
 """Budgets: how many labels may be asked for. Each is a hard limit and states the bound it guarantees.
 
 - :class:`FractionBudget` — ``fraction`` labels per event, an event-count token bucket that starts
-  with ``credit`` labels (default 0; the engine's default is 5, ``budget.fraction_credit``) which it
-  repays from its first earnings: after ``n`` events at most ``max(credit, fraction * n)`` labels
-  were spent (``floor(fraction * n)`` without credit), and over any ``w`` consecutive events at most
-  ``burst + fraction * w`` (so over any ``10 / fraction`` events at most ``burst + 10``; with the
-  default burst of 10 that is twice the nominal 10, never more).
+  empty: after ``n`` events at most ``floor(fraction * n)`` labels were spent, and over any ``w``
+  consecutive events at most ``burst + fraction * w`` (so over any ``10 / fraction`` events at most
+  ``burst + 10``; with the default burst of 10 that is twice the nominal 10, never more).
   Unlike a sliding-window estimate (scikit-activeml's 100-event window overspends by ~40% at a 1%
   budget), the bucket never lends: the bounds hold for every fraction, however small.
 - :class:`RateBudget` — ``rate`` labels per second, a time token bucket that starts full: over any
@@ -65,50 +63,26 @@ class _TokenBucket:
 
 
 class FractionBudget(_TokenBucket):
-    """At most ``fraction`` labels per event seen (event-count token bucket).
+    """At most ``fraction`` labels per event seen (event-count token bucket, starts empty).
 
     ``burst`` is the most labels saved up while nothing was worth asking (default 10, never below
-    ``1 + fraction`` so no event's earnings are thrown away). ``credit`` (at most ``burst``) is the
-    labels a fresh budget may spend before it has earned them: a new model learns most from its first
-    labels, and in a prequential stream every event it scores before them is scored by a model that
-    knows nothing. The credit is repaid from the next earnings before anything is saved, so over
-    ``n >= credit / fraction`` events the spend is still at most ``fraction * n``.
-
-    >>> budget = FractionBudget(0.1, credit=2)
-    >>> asked = []
-    >>> for i in range(40):
-    ...     budget.on_event(0.0)
-    ...     if budget.allows():
-    ...         budget.spend(); asked.append(i)
-    >>> asked  # two at once, then nothing until the 20 events that repay them, then one per 10 events
-    [0, 1, 29, 39]
+    ``1 + fraction`` so no event's credit is thrown away).
     """
 
     hard = False  # a drift boost may go past it (under its own hard cap)
-    debt = 0.0  # credit not yet repaid (older snapshots had no credit)
 
-    def __init__(self, fraction: float, burst: float | None = None, credit: float = 0.0):
+    def __init__(self, fraction: float, burst: float | None = None):
         if not 0 < fraction <= 1:
             raise ValueError("fraction must be in (0, 1]")
         self.fraction = fraction
         self.burst = max(1.0 + fraction, burst if burst is not None else 10.0)
-        if not 0.0 <= credit <= self.burst:
-            raise ValueError(f"credit must be in [0, burst = {self.burst:g}]")
-        self.tokens = float(credit)
-        self.debt = float(credit)
+        self.tokens = 0.0
         self.events = 0
         self.spent = 0
 
     def on_event(self, now: float) -> None:
         self.events += 1
-        earned = self.fraction
-        debt = self.debt
-        if debt:  # the credit is repaid before anything is saved
-            if earned <= debt:
-                self.debt, earned = debt - earned, 0.0
-            else:
-                self.debt, earned = 0.0, earned - debt
-        tokens = self.tokens + earned
+        tokens = self.tokens + self.fraction
         self.tokens = tokens if tokens < self.burst else self.burst
 
     def set_share(self, share: float) -> None:

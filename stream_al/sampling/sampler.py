@@ -181,14 +181,7 @@ class Sampler:
         available = offered = _INF
         for budget in self.budgets:  # FractionBudget.on_event and .target, same arithmetic
             budget.events += 1
-            earned = budget.fraction
-            debt = budget.debt
-            if debt:  # the credit is repaid before anything is saved
-                if earned <= debt:
-                    budget.debt, earned = debt - earned, 0.0
-                else:
-                    budget.debt, earned = 0.0, earned - debt
-            tokens = budget.tokens + earned
+            tokens = budget.tokens + budget.fraction
             if tokens >= budget.burst:
                 tokens = budget.burst
             budget.tokens = tokens
