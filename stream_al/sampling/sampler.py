@@ -150,7 +150,14 @@ class Sampler:
         # and a rule that owes labels lowers its bar until it takes almost anything.
         context.offered, context.fraction = offered - self.audits, fraction if fraction < 1.0 else 1.0
         if normal and self.random_share:
+            # The lottery runs only while a label is in hand: audits that fell behind are drawn with
+            # a higher probability (times 1 + the labels they are owed), so they keep their share
+            # without the strategy holding labels back for them (labels held are labels a short
+            # stream never spends). Still a draw of hash(seed, event id): an unbiased sample.
+            due = self.random_share * offered - self.audits if offered < math.inf else 0.0
             p_audit = self.random_share * context.fraction
+            if due > 0.0:
+                p_audit = min(1.0, p_audit * (1.0 + due))
             if hash_bernoulli(self.seed, event_id, p_audit):  # a cheap screen first: this runs on most events
                 self.audits += 1
                 return self._spend(Choice(True, "random", uncertainty, p_audit, utility))
@@ -262,7 +269,12 @@ class Sampler:
             fraction = 1.0
         random_share = self.random_share
         if random_share:
+            due = random_share * offered - self.audits if offered < _INF else 0.0
             p_audit = random_share * fraction
+            if due > 0.0:  # audits behind: drawn more often (see decide)
+                p_audit = p_audit * (1.0 + due)
+                if p_audit > 1.0:
+                    p_audit = 1.0
             # hash_bernoulli(seed, event_id, p_audit) and its screen_value inlined: this runs on most
             # events. The bar is SCREEN * p_audit * 2**32 (powers of two: the same float).
             bar = p_audit * _SCREEN_BAR
@@ -276,7 +288,6 @@ class Sampler:
             if available < _THREE_LABELS:  # owed <= 2: three labels in hand cover the audits
                 # The strategy leaves the audits the whole labels they are owed:
                 # owed = min(2, int(random_share * offered) - audits), without int() and min().
-                due = random_share * offered - self.audits
                 if due >= 1.0 and available < (_TWO_LABELS if due < 2.0 else _THREE_LABELS):
                     return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         context = self._context
