@@ -28,8 +28,7 @@ class Choice(NamedTuple):
     """What the sampler decided for one event.
 
     ``reason``: ``uncertainty``, ``random`` (an audit: the unbiased sample), ``cold_start`` (the model
-    knows no class yet, or the quantile filter's warm start), ``exploit``, ``anomaly``,
-    ``drift_boost`` (paid by a boost), or ``""``. ``uncertainty`` is ``1 - max p``; ``utility`` the
+    knows no class yet), ``exploit``, ``anomaly``, ``drift_boost`` (paid by a boost), or ``""``. ``uncertainty`` is ``1 - max p``; ``utility`` the
     strategy's worth of the label in [0, 1]. A named tuple: one is made per event, and the fast path
     builds it with ``tuple.__new__`` (a third of a dataclass's ``__init__``).
     """
