@@ -392,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--seeds", type=int, help="how many seeds (default: 3 with --quick, else 1)")
     p.add_argument("--out", type=Path, help="write rows and checks as JSON here")
+    p.add_argument("--load", type=Path, nargs="+", help="report on the rows of earlier --out files (e.g. one per seed, run in parallel) instead of running")
     args = p.parse_args(argv)
     streams = args.streams.split(",") if args.streams else list(PANEL)
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else ([0.05, 0.10] if args.quick else list(BUDGETS))
@@ -402,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     extra = args.ours_strategies.split(",") if args.ours_strategies else []
     seeds = list(range(args.seed, args.seed + (args.seeds or (3 if args.quick else 1))))
-    rows = run_panel(streams, budgets, delays, events, seeds, peers, lambda m: print(m, file=sys.stderr, flush=True), extra)
+    if args.load:
+        rows = [Row(**r) for path in args.load for r in json.loads(path.read_text())["rows"]]
+    else:
+        rows = run_panel(streams, budgets, delays, events, seeds, peers, lambda m: print(m, file=sys.stderr, flush=True), extra)
     text, checks = report(rows)
     print(text)
     print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s")
