@@ -147,8 +147,8 @@ class BalancedQuantileFilter:
     ``b`` is this rule's share of the budget's fraction, balanced by ``owed``: the labels it was
     offered (``share`` of what the budgets offered) minus those it took. Owing ``k`` labels
     multiplies ``b`` by ``1 + k``; being ``k`` ahead divides it by ``1 + k`` (``owed`` stays within
-    ``[-max_owed, max_owed]``); owing ``max_owed`` labels (a full fraction bucket, about to lose
-    labels) takes anything. Utilities of a model that knows nothing yet (``context.cold``) stay out
+    ``[-max_owed, max_owed]``); owing ``max_owed`` labels (5: half of a fraction bucket's default
+    burst of 10, well before it fills and loses labels) takes anything. Utilities of a model that knows nothing yet (``context.cold``) stay out
     of the window: they would hold the bar at 1 long after the first labels. So a quiet stretch
     lowers the bar, a busy one raises it, and a window still full of a younger model's doubts cannot
     starve the budget. The window is kept sorted (``bisect``): ``O(window)`` memory moves per kept
@@ -167,7 +167,7 @@ class BalancedQuantileFilter:
     skipped = 0
     warm = 0
 
-    def __init__(self, window: int = 1000, share: float = 1.0, max_owed: float = 10.0, stride: int = 1, warm: int = 0):
+    def __init__(self, window: int = 1000, share: float = 1.0, max_owed: float = 5.0, stride: int = 1, warm: int = 0):
         if window < 2:
             raise ValueError("window must be at least 2")
         if stride < 1:
