@@ -13,13 +13,14 @@ from typing import Any, Mapping, NamedTuple
 
 from stream_al.sampling.budgets import EPSILON, Budget, DriftBoost, FractionBudget, OpenRequestsCap
 from stream_al.sampling.randomness import SCREEN, hash_bernoulli, hash_uniform, screen_seed
-from stream_al.sampling.rules import Context, VariableThreshold  # noqa: F401 (doctest)
+from stream_al.sampling.rules import BalancedQuantileFilter, Context, VariableThreshold  # noqa: F401 (doctest)
 from stream_al.sampling.strategies import Strategy, UtilityRule
 from stream_al.sampling.utilities import ClassBalance, least_confidence
 
 _WHOLE_LABEL = 1.0 - EPSILON  # a budget holding this much can pay for one label
 _TWO_LABELS, _THREE_LABELS, _INF = 2.0 - EPSILON, 3.0 - EPSILON, math.inf  # constants, not per-event arithmetic
 _NO_FEED = object()
+_HALF_AND_TIE = (1.0 + 1e-12) / 2
 _SCREEN_BAR, _SCREEN_KEEP = SCREEN * 4294967296.0, 1.0 / SCREEN  # hash_bernoulli's screen, for the fast path
 assert SCREEN in (1.0, 2.0, 4.0, 8.0, 16.0)  # a power of two: p * (SCREEN * 2**32) == (SCREEN * p) * 2**32 exactly
 
@@ -94,6 +95,7 @@ class Sampler:
         if plain and feed is not _NO_FEED:
             self._feeds = None if feed is None else strategy.rule  # the rule, when it wants utilities
             self._select = strategy.rule.select
+            self._quantile = strategy.rule if type(strategy.rule) is BalancedQuantileFilter else None
             self._balance = strategy.balance
             self._screen_seed = screen_seed(self.seed)
             self._single = self.budgets[0] if len(self.budgets) == 1 else None
@@ -213,12 +215,15 @@ class Sampler:
             budget = None
         balance = self._balance
         if balance is None and len(scores) == 2:  # the commonest shape, binary and unbalanced: the same arithmetic
-            (first, p1), (second, p2) = scores.items()
+            p1, p2 = scores.values()
             top = p2 if p2 > p1 else p1
             uncertainty = 1.0 - top
-            cold = top * 2 <= 1.0 + 1e-12
+            cold = top <= _HALF_AND_TIE  # top * 2 <= 1 + 1e-12 (halving is exact)
             utility = uncertainty * 2
-            utility = 1.0 if utility > 1.0 else (0.0 if utility < 0.0 else utility)
+            if utility > 1.0:
+                utility = 1.0
+            elif utility < 0.0:
+                utility = 0.0
         elif scores:  # UtilityRule(least_confidence[, ClassBalance]).evaluate
             k = len(scores)
             if k == 2:  # binary: unpacking beats max() by half
@@ -289,6 +294,10 @@ class Sampler:
                 # owed = min(2, int(random_share * offered) - audits), without int() and min().
                 if due >= 1.0 and available < (_TWO_LABELS if due < 2.0 else _THREE_LABELS):
                     return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
+        if self._quantile is not None:  # the default rule: no context, no method on the rule
+            if self._quantile_select(utility, offered - self.audits, fraction):
+                return self._spend(Choice(True, self.strategy.reason if scores else "cold_start", uncertainty, 1.0, utility))
+            return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         context = self._context
         if context is None:
             context = self._context = Context(event_id, self.seed, 0.0, available)
@@ -299,10 +308,34 @@ class Sampler:
             return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         return self._spend(Choice(True, self.strategy.reason if scores else "cold_start", uncertainty, p_query, utility))
 
+    def _quantile_select(self, utility: float, offered: float, fraction: float) -> bool:
+        """:meth:`BalancedQuantileFilter.select` of ``self._quantile``, without the context (the
+        same arithmetic: ``tests/unit/test_sampling.py`` checks the fast path against the general one)."""
+        rule = self._quantile
+        max_owed = rule.max_owed
+        owed = rule.share * offered - rule.taken - rule.forgiven
+        if owed > max_owed:
+            rule.forgiven += owed - max_owed
+            owed = max_owed
+        elif owed < -max_owed:
+            rule.forgiven += owed + max_owed
+            owed = -max_owed
+        values = rule.sorted
+        if owed >= max_owed - 1e-9 or not values or rule.taken < rule.warm:
+            b = 1.0
+        else:
+            b = rule.share * fraction * (1.0 + owed if owed >= 0.0 else 1.0 / (1.0 - owed))
+        if b <= 0.0:
+            return False
+        if b >= 1.0 or utility >= values[int((1.0 - b) * (len(values) - 1))]:
+            rule.taken += 1.0
+            return True
+        return False
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_context"] = None  # per-event scratch; it may hold the model, which the snapshot has already
-        for name in ("decide", "_select", "_balance", "_feeds", "_screen_seed", "_single"):  # derived in _plan (bound methods: the rule would be pickled twice)
+        for name in ("decide", "_select", "_quantile", "_balance", "_feeds", "_screen_seed", "_single"):  # derived in _plan (bound methods: the rule would be pickled twice)
             state.pop(name, None)
         return state
 
