@@ -65,12 +65,12 @@ agrawal             500    .478<.478    .504 .503    .537 .509    .545 .529
 2% positives        500    .732 .660    .855 .839    .901<.909    .933<.948
 ==================  =====  ===========  ===========  ===========  ===========
 
-Below random in 14 of 56 cells, mean advantage +.022 accuracy (before the two fixes below: 17
-of 56, +.006, worst -.158). Below by more than two standard errors of the paired difference in
-4 cells, all with the 500-event delay: SEA at 5% and 10% (-.023 and -.024: after the abrupt drift a model
-that learns 500 events late keeps asking about the old boundary, where random labels also land
-on the region whose class flipped), the 2%-positive stream at 20% (-.014) and phishing at 20%
-(-.007). The rest are within the noise (a cell's spread is about .013).
+Below random in 14 of 56 cells, mean advantage +.022 accuracy (before the fixes below: 17 of 56,
++.006, worst -.158). Below by more than two standard errors of the paired difference in 4 cells,
+all with the 500-event delay: SEA at 5% and 10% (-.023, -.024: after the abrupt drift a model that
+learns 500 events late keeps asking about the old boundary, while random labels also land on the
+region whose class flipped), the 2%-positive stream at 20% (-.014) and phishing at 20% (-.007).
+The rest are within the noise (a cell's spread is about .013).
 
 What made the difference (same panel, 3000 events, budgets 5/10%, 3 seeds, mean accuracy over the
 28 cells; random .737):
