@@ -11,9 +11,20 @@ needs kernel frequency estimates: it gets ``metric="rbf"`` over the last 500 lab
 
 Prequential evaluation for all: each event is predicted before its label (if asked) is learned;
 a label asked at event ``i`` with delay ``d`` is learned after event ``i + d`` is predicted.
-Decision-loop throughput is events / time spent scoring and deciding (not learning), median over runs.
+Decision-loop throughput is events / time spent scoring and deciding (not learning), median over
+runs. Every loop is timed the same way (``_prequential``): River's is ``EntropySampler.predict_proba_one``
+plus its token bucket, stream-al's is ``predict_proba_one`` plus ``Sampler.decide`` (the "stream-al
+score+decide" row; it must decide exactly as the simulator's run, which the script checks). The
+simulator's own rate (``Engine.on_event``, which also builds each label request with its features
+and explanation) is the "stream-al" row.
 
-    python benchmarks/peers.py --quick            # 3000 events per stream, budgets 5% and 10%
+Several seeds (``--seeds``): each seed draws the generated streams and every sampler's randomness
+anew (the bundled datasets are the same events in the same order). The tables give the mean over
+seeds, a cell's spread (sd), and each target is checked on the means; stream-al vs random is also
+checked per cell with the paired difference's standard error (``below`` only when the mean
+difference is under zero by more than two standard errors).
+
+    python benchmarks/peers.py --quick            # 3000 events per stream, budgets 5% and 10%, 3 seeds
     python benchmarks/peers.py --out results.json # full panel: 1/5/10/20%, delays 0 and 500
 
 Needs the ``bench`` extra: ``pip install -e '.[bench]'``.
@@ -35,7 +46,7 @@ import numpy as np
 from river import active, metrics
 
 from stream_al.config import Settings
-from stream_al.engine import ordered_classes
+from stream_al.engine import build_sampler, ordered_classes
 from stream_al.models import build_model
 from stream_al.simulate import LabelDelay, SimOptions, load_stream, random_settings, simulate, with_strategy
 from stream_al.simulate.data import Stream
@@ -46,6 +57,7 @@ BUDGETS = (0.01, 0.05, 0.10, 0.20)
 DELAYS = (0, 500)
 OURS = "stream-al"
 OURS_RANDOM = "stream-al random"
+OURS_LOOP = "stream-al score+decide"
 
 
 @dataclass
@@ -59,6 +71,7 @@ class Row:
     decisions_per_second: float
     seconds: float
     worst_window_ok: bool | None = None
+    seed: int = 0
 
 
 class TokenBucket:
@@ -208,11 +221,36 @@ def ours(stream: Stream, budget: float, delay: int, seed: int, random: bool = Fa
         settings, name = with_strategy(settings, strategy), f"{OURS} {strategy}"
     result = simulate(stream, settings, SimOptions(delay=LabelDelay("events", delay)))
     return Row(stream.name, budget, delay, name, result.accuracy, result.budget_achieved,
-               result.decisions_per_second, result.seconds, result.window_ok)
+               result.decisions_per_second, result.seconds, result.window_ok, seed)
 
 
-def run_panel(streams: list[str], budgets: list[float], delays: list[int], events: int | None, seed: int,
+def ours_decision_loop(stream: Stream, budget: float, delay: int, seed: int) -> tuple[float, float, int]:
+    """stream-al's default as River's loop is run: ``predict_proba_one`` + ``Sampler.decide``, timed
+    alike (the simulator's rate also pays for building label requests). Same event ids as the
+    simulator, so the same decisions."""
+    settings = Settings(classes=list(stream.classes), positive_class=stream.positive_class, seed=seed,
+                        budget={"fraction": budget, "clock": "event"})
+    model = _learner(stream)
+    decide, predict = build_sampler(settings).decide, model.predict_proba_one
+    ids = [f"{stream.name}-{i}" for i in range(len(stream))]
+
+    def step(i: int, x: dict) -> tuple[str | None, bool]:
+        proba = predict(x)
+        return (max(proba, key=proba.get) if proba else None), decide(ids[i], proba, float(i)).query
+
+    return _prequential(stream, delay, step, model.learn_one)
+
+
+def run_panel(streams: list[str], budgets: list[float], delays: list[int], events: int | None, seeds: list[int],
               peers: list[str] | None, log: Callable[[str], None], extra: list[str] = ()) -> list[Row]:
+    rows: list[Row] = []
+    for seed in seeds:
+        rows.extend(run_seed(streams, budgets, delays, events, seed, peers, log, extra))
+    return rows
+
+
+def run_seed(streams: list[str], budgets: list[float], delays: list[int], events: int | None, seed: int,
+             peers: list[str] | None, log: Callable[[str], None], extra: list[str] = ()) -> list[Row]:
     rows: list[Row] = []
     for name in streams:
         stream = load_stream(name, events=events, seed=seed)
@@ -222,6 +260,11 @@ def run_panel(streams: list[str], budgets: list[float], delays: list[int], event
         for budget in budgets:
             for delay in delays:
                 rows.append(ours(stream, budget, delay, seed))
+                started = time.perf_counter()
+                acc, dps, asked = ours_decision_loop(stream, budget, delay, seed)
+                if abs(acc - rows[-1].accuracy) > 1e-12:  # the loop must be the simulator's decisions, only timed alike
+                    log(f"  warning: {OURS_LOOP} accuracy {acc:.4f} differs from the simulator's {rows[-1].accuracy:.4f}")
+                rows.append(Row(name, budget, delay, OURS_LOOP, acc, asked / len(stream), dps, time.perf_counter() - started, seed=seed))
                 rows.append(ours(stream, budget, delay, seed, random=True))
                 rows.extend(ours(stream, budget, delay, seed, strategy=name) for name in extra)
                 for peer in peer_names:
@@ -234,48 +277,77 @@ def run_panel(streams: list[str], budgets: list[float], delays: list[int], event
                     except Exception as exc:  # a peer that cannot run on a stream is reported, not fatal
                         log(f"  {peer} failed on {name}: {type(exc).__name__}: {exc}")
                         continue
-                    rows.append(Row(name, budget, delay, peer, acc, asked / len(stream), dps, time.perf_counter() - started))
-                done = [r for r in rows if r.stream == name and r.budget == budget and r.delay == delay]
-                log(f"{name:10s} b={budget:<5g} d={delay:<4d} " + "  ".join(f"{r.strategy.replace('skal ', '')}={r.accuracy:.3f}" for r in done))
+                    rows.append(Row(name, budget, delay, peer, acc, asked / len(stream), dps, time.perf_counter() - started, seed=seed))
+                done = [r for r in rows if r.stream == name and r.budget == budget and r.delay == delay and r.strategy != OURS_LOOP]
+                log(f"seed {seed} {name:10s} b={budget:<5g} d={delay:<4d} " + "  ".join(f"{r.strategy.replace('skal ', '')}={r.accuracy:.3f}" for r in done))
     return rows
 
 
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def report(rows: list[Row]) -> tuple[str, dict[str, Any]]:
-    """A markdown table (best peer marked with *) and the targets, checked."""
-    strategies = list(dict.fromkeys(r.strategy for r in rows))
+    """Markdown tables (mean over seeds, best peer marked with *) and the targets, checked on the means."""
+    strategies = [s for s in dict.fromkeys(r.strategy for r in rows) if s != OURS_LOOP]
     peers = [s for s in strategies if not s.startswith(OURS)]
     keys = list(dict.fromkeys((r.stream, r.budget, r.delay) for r in rows))
-    by = {(r.stream, r.budget, r.delay, r.strategy): r for r in rows}
+    runs: dict[tuple, list[Row]] = {}
+    for r in rows:
+        runs.setdefault((r.stream, r.budget, r.delay, r.strategy), []).append(r)
+    seeds = sorted({r.seed for r in rows})
     short = [s.replace("skal ", "").replace("river ", "") for s in strategies]
-    lines = ["| stream | budget | delay | " + " | ".join(short) + " |", "|" + "---|" * (3 + len(strategies))]
+    lines = [f"Accuracy, mean of {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); stream-al and random as mean ± sd.", "",
+             "| stream | budget | delay | " + " | ".join(short) + " |", "|" + "---|" * (3 + len(strategies))]
     checks: dict[str, Any] = {"vs_random": [], "vs_best_peer": {}, "budget": [], "windows": []}
     for key in keys:
-        cells = {s: by.get((*key, s)) for s in strategies}
-        peer_acc = {s: cells[s].accuracy for s in peers if cells[s] is not None}
+        cells = {s: runs.get((*key, s)) for s in strategies}
+        mean = {s: _mean_sd([r.accuracy for r in cells[s]])[0] for s in strategies if cells[s]}
+        achieved = {s: statistics.fmean(r.achieved for r in cells[s]) for s in strategies if cells[s]}
+        peer_acc = {s: mean[s] for s in peers if s in mean}
         best = max(peer_acc, key=peer_acc.get) if peer_acc else None
-        line = f"| {key[0]} | {key[1]:.0%} | {key[2]} | "
-        line += " | ".join("-" if cells[s] is None else f"{cells[s].accuracy:.3f}{'*' if s == best else ''}" for s in strategies)
-        lines.append(line + " |")
+
+        def cell(s: str) -> str:
+            if s not in mean:
+                return "-"
+            if s.startswith(OURS) and len(cells[s]) > 1:
+                return f"{mean[s]:.3f} ± {_mean_sd([r.accuracy for r in cells[s]])[1]:.3f}"
+            return f"{mean[s]:.3f}{'*' if s == best else ''}"
+
+        lines.append(f"| {key[0]} | {key[1]:.0%} | {key[2]} | " + " | ".join(cell(s) for s in strategies) + " |")
         o, rnd = cells.get(OURS), cells.get(OURS_RANDOM)
         if o and rnd:
-            checks["vs_random"].append({"key": key, "ours": o.accuracy, "random": rnd.accuracy, "ok": o.accuracy >= rnd.accuracy})
-            checks["budget"].append({"key": key, "achieved_over_target": o.achieved / key[1], "ok": abs(o.achieved / key[1] - 1) <= 0.05})
-            checks["windows"].append({"key": key, "ok": bool(o.worst_window_ok)})
+            by_seed = {r.seed: r.accuracy for r in rnd}
+            diffs = [r.accuracy - by_seed[r.seed] for r in o if r.seed in by_seed]
+            d_mean, d_sd = _mean_sd(diffs)
+            se = d_sd / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+            checks["vs_random"].append({"key": key, "ours": mean[OURS], "random": mean[OURS_RANDOM], "diff": d_mean, "se": se,
+                                        "seeds": len(diffs), "ok": mean[OURS] >= mean[OURS_RANDOM],
+                                        "clearly_below": len(diffs) > 1 and d_mean < -2 * se})
+            for r in o:
+                checks["budget"].append({"key": key, "seed": r.seed, "achieved_over_target": r.achieved / key[1],
+                                         "ok": abs(r.achieved / key[1] - 1) <= 0.05})
+                checks["windows"].append({"key": key, "seed": r.seed, "ok": bool(r.worst_window_ok)})
         if o and best:
             # Also against the best peer that kept to its budget (estimated-budget managers may overspend).
-            fair = {s: a for s, a in peer_acc.items() if cells[s].achieved <= 1.05 * key[1]}
+            fair = {s: a for s, a in peer_acc.items() if achieved[s] <= 1.05 * key[1]}
             fair_best = max(fair, key=fair.get) if fair else None
             checks["vs_best_peer"].setdefault(f"{key[1]:g}@{key[2]}", []).append(
-                {"stream": key[0], "ours": o.accuracy, "best_peer": best, "best": peer_acc[best], "ok": o.accuracy >= peer_acc[best],
-                 "best_within_budget": fair_best, "ok_within_budget": fair_best is None or o.accuracy >= fair[fair_best]})
-    throughput = {s: statistics.median(r.decisions_per_second for r in rows if r.strategy == s) for s in strategies}
+                {"stream": key[0], "ours": mean[OURS], "best_peer": best, "best": peer_acc[best], "ok": mean[OURS] >= peer_acc[best],
+                 "best_within_budget": fair_best, "ok_within_budget": fair_best is None or mean[OURS] >= fair[fair_best]})
+    timed = [OURS_LOOP, *strategies] if any(r.strategy == OURS_LOOP for r in rows) else strategies
+    throughput = {s: statistics.median(r.decisions_per_second for r in rows if r.strategy == s) for s in timed}
+    river = {(r.stream, r.budget, r.delay, r.seed): r.decisions_per_second for r in rows if r.strategy == "river EntropySampler"}
+    paired = [r.decisions_per_second / river[(r.stream, r.budget, r.delay, r.seed)] for r in rows
+              if r.strategy == OURS_LOOP and (r.stream, r.budget, r.delay, r.seed) in river]
     lines += ["", "| strategy | decisions/s (median over runs) | achieved budget / target (median) |", "|---|---|---|"]
-    for s in strategies:
+    for s in timed:
         ratios = [r.achieved / r.budget for r in rows if r.strategy == s]
         lines.append(f"| {s} | {throughput[s]:,.0f} | {statistics.median(ratios):.2f} |")
     summary = {
         "ours_at_least_random_everywhere": all(c["ok"] for c in checks["vs_random"]),
         "ours_below_random": [c for c in checks["vs_random"] if not c["ok"]],
+        "ours_clearly_below_random": [c for c in checks["vs_random"] if c["clearly_below"]],
         "streams_where_ours_at_least_best_peer": {k: sum(c["ok"] for c in v) for k, v in checks["vs_best_peer"].items()},
         "streams_where_ours_at_least_best_peer_within_budget": {k: sum(c["ok_within_budget"] for c in v) for k, v in checks["vs_best_peer"].items()},
         "streams_per_setting": {k: len(v) for k, v in checks["vs_best_peer"].items()},
@@ -283,34 +355,44 @@ def report(rows: list[Row]) -> tuple[str, dict[str, Any]]:
         "budget_misses": [c for c in checks["budget"] if not c["ok"]],
         "no_window_over_bound": all(c["ok"] for c in checks["windows"]),
         "throughput_decisions_per_second": throughput,
-        "ours_faster_than_river_entropy": throughput.get(OURS, 0) > throughput.get("river EntropySampler", float("inf")),
+        "score_decide_over_river_per_run": statistics.median(paired) if paired else None,
+        "ours_faster_than_river_entropy": throughput.get(OURS_LOOP, throughput.get(OURS, 0)) > throughput.get("river EntropySampler", float("inf")),
     }
-    lines += ["", "Targets:", f"- stream-al >= random on every stream/budget/delay: {summary['ours_at_least_random_everywhere']}"]
+    n_cells = len(checks["vs_random"])
+    lines += ["", "Targets (on the means over seeds):",
+              f"- stream-al >= random on every stream/budget/delay: {summary['ours_at_least_random_everywhere']}"
+              f" ({n_cells - len(summary['ours_below_random'])}/{n_cells} cells; below by more than 2 standard errors of the"
+              f" paired difference: {len(summary['ours_clearly_below_random'])})"]
     for c in summary["ours_below_random"]:
-        lines.append(f"  - below random: {c['key']}: {c['ours']:.3f} < {c['random']:.3f}")
+        flag = " (more than 2 SE)" if c["clearly_below"] else ""
+        lines.append(f"  - below random: {c['key']}: {c['ours']:.3f} < {c['random']:.3f} (diff {c['diff']:+.3f}, SE {c['se']:.3f}){flag}")
     for k, n in summary["streams_where_ours_at_least_best_peer"].items():
         fair = summary["streams_where_ours_at_least_best_peer_within_budget"][k]
         lines.append(f"- budget@delay {k}: stream-al >= best peer on {n}/{summary['streams_per_setting'][k]} streams"
                      f" ({fair} against the best peer that spent at most 105% of the budget)")
-    lines.append(f"- achieved budget within ±5% everywhere: {summary['budget_within_5_percent']}")
+    lines.append(f"- achieved budget within ±5% in every run: {summary['budget_within_5_percent']}")
     for c in summary["budget_misses"]:
-        lines.append(f"  - {c['key']}: achieved/target {c['achieved_over_target']:.3f}")
+        lines.append(f"  - {c['key']} seed {c['seed']}: achieved/target {c['achieved_over_target']:.3f}")
     lines.append(f"- no window over its bound: {summary['no_window_over_bound']}")
-    lines.append(f"- stream-al decision loop faster than River's EntropySampler: {summary['ours_faster_than_river_entropy']}")
+    ratio = summary["score_decide_over_river_per_run"]
+    lines.append(f"- stream-al decision loop (score + decide) faster than River's EntropySampler: {summary['ours_faster_than_river_entropy']}"
+                 + (f" (median over runs of the paired ratio: {ratio:.2f})" if ratio else ""))
     return "\n".join(lines), {"checks": checks, "summary": summary}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="3000 events per stream, budgets 5%% and 10%%")
+    p.add_argument("--quick", action="store_true", help="3000 events per stream, budgets 5%% and 10%%, 3 seeds")
     p.add_argument("--streams", help=f"comma-separated subset of {','.join(PANEL)}")
     p.add_argument("--budgets", help="comma-separated fractions")
     p.add_argument("--delays", help="comma-separated label delays in events")
     p.add_argument("--events", type=int, help="events per stream (default: whole bundled datasets, 20000 per generator)")
     p.add_argument("--peers", help="only peers whose name contains one of these (comma-separated)")
     p.add_argument("--ours-strategies", help="also run these stream-al strategies (comma-separated; not used in the targets)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--seeds", type=int, help="how many seeds (default: 3 with --quick, else 1)")
     p.add_argument("--out", type=Path, help="write rows and checks as JSON here")
+    p.add_argument("--load", type=Path, nargs="+", help="report on the rows of earlier --out files (e.g. one per seed, run in parallel) instead of running")
     args = p.parse_args(argv)
     streams = args.streams.split(",") if args.streams else list(PANEL)
     budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else ([0.05, 0.10] if args.quick else list(BUDGETS))
@@ -320,7 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="skactiveml")  # Parzen bandwidth notices on the first labels
     started = time.perf_counter()
     extra = args.ours_strategies.split(",") if args.ours_strategies else []
-    rows = run_panel(streams, budgets, delays, events, args.seed, peers, lambda m: print(m, file=sys.stderr, flush=True), extra)
+    seeds = list(range(args.seed, args.seed + (args.seeds or (3 if args.quick else 1))))
+    if args.load:
+        rows = [Row(**r) for path in args.load for r in json.loads(path.read_text())["rows"]]
+    else:
+        rows = run_panel(streams, budgets, delays, events, seeds, peers, lambda m: print(m, file=sys.stderr, flush=True), extra)
     text, checks = report(rows)
     print(text)
     print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s")

@@ -134,6 +134,8 @@ class Engine:
         self.classes = frozenset(settings.classes)
         self.model = model if model is not None else build_model(settings.model.name, settings.model.params, ordered_classes(settings))
         self.sampler = build_sampler(settings)
+        self._event_clock = settings.budget.clock == "event"  # read on every event: settings are fixed
+        self._capped = settings.budget.max_open_requests is not None
         self.model_version = 0
         self.counters = EngineCounters()
         # Open requests in creation order (expiry walks from the front), then requests whose time
@@ -181,9 +183,9 @@ class Engine:
     def _decide(self, event: Event, scores: dict[str, float], now: float) -> Decision:
         self.counters.events += 1
         predicted = max(scores, key=scores.__getitem__) if scores else None
-        clock = event.ts if (event.ts is not None and self.settings.budget.clock == "event") else now
+        clock = event.ts if (event.ts is not None and self._event_clock) else now
         open_requests = None
-        if self.settings.budget.max_open_requests is not None:
+        if self._capped:
             self._expire_requests(now)  # an expired request frees its slot at once
             open_requests = len(self.pending)
         choice = self.sampler.decide(

@@ -19,6 +19,7 @@ ValueError: unknown model 'svm': use one of adaptive_random_forest, gaussian_nb,
 
 from __future__ import annotations
 
+import heapq
 import importlib
 from operator import itemgetter
 from typing import Any, Callable, Mapping, Sequence
@@ -200,10 +201,17 @@ def linear_contributions(model: base.Classifier, x: dict, predicted: str | None,
             return None
     else:
         return None
-    scaled = scaler.transform_one(x)
     weights = regression.weights
-    contributions = {name: weights.get(name, 0.0) * value for name, value in scaled.items()}
-    ranked = sorted(contributions.items(), key=lambda item: abs(item[1]), reverse=True)[:top]
+    if scaler.window_size is None and scaler.with_std:
+        # StandardScaler.transform_one and the products in one pass (it runs on every label request).
+        means, variances = scaler.means, scaler.vars
+        contributions = []
+        for name, value in x.items():
+            v = variances[name]
+            contributions.append((name, weights.get(name, 0.0) * ((value - means[name]) / v**0.5) if v else 0.0))
+    else:
+        contributions = [(name, weights.get(name, 0.0) * value) for name, value in scaler.transform_one(x).items()]
+    ranked = heapq.nlargest(top, contributions, key=lambda item: abs(item[1]))
     return {name: round(float(value), 4) for name, value in ranked}
 
 

@@ -30,7 +30,8 @@ class Context:
     """What a decision may look at besides the scores.
 
     ``fraction`` is the labels per event the budgets have offered so far (for rate budgets it moves
-    with traffic) and ``offered`` their total (``inf`` without a paced budget); the sampler sets
+    with traffic) and ``offered`` their total less the sampler's random audits, i.e. the labels that
+    were the strategy's to spend (``inf`` without a paced budget); the sampler sets
     both only before :meth:`Rule.select`. ``available`` is the labels the budgets hold right now;
     ``cold`` says the model knows nothing yet (no scores, or all equal); ``top`` is the highest
     score (``None`` without scores); ``model`` and ``features`` are given by engines whose strategy
@@ -146,8 +147,8 @@ class BalancedQuantileFilter:
     ``b`` is this rule's share of the budget's fraction, balanced by ``owed``: the labels it was
     offered (``share`` of what the budgets offered) minus those it took. Owing ``k`` labels
     multiplies ``b`` by ``1 + k``; being ``k`` ahead divides it by ``1 + k`` (``owed`` stays within
-    ``[-max_owed, max_owed]``); owing ``max_owed`` labels (a full fraction bucket, about to lose
-    labels) takes anything. Utilities of a model that knows nothing yet (``context.cold``) stay out
+    ``[-max_owed, max_owed]``); owing ``max_owed`` labels (5: half of a fraction bucket's default
+    burst of 10, well before it fills and loses labels) takes anything. Utilities of a model that knows nothing yet (``context.cold``) stay out
     of the window: they would hold the bar at 1 long after the first labels. So a quiet stretch
     lowers the bar, a busy one raises it, and a window still full of a younger model's doubts cannot
     starve the budget. The window is kept sorted (``bisect``): ``O(window)`` memory moves per kept
@@ -161,11 +162,12 @@ class BalancedQuantileFilter:
     (1.0, None)
     """
 
-    # Older snapshots have no stride: they keep every utility.
+    # Older snapshots have no stride (they keep every utility) and no warm start.
     stride = 1
     skipped = 0
+    warm = 0
 
-    def __init__(self, window: int = 1000, share: float = 1.0, max_owed: float = 10.0, stride: int = 1):
+    def __init__(self, window: int = 1000, share: float = 1.0, max_owed: float = 5.0, stride: int = 1, warm: int = 0):
         if window < 2:
             raise ValueError("window must be at least 2")
         if stride < 1:
@@ -178,6 +180,11 @@ class BalancedQuantileFilter:
         # quantile of 250 systematic samples of 1000 events is as good a bar as one of all 1000.
         self.stride = stride
         self.kept = max(2, window // stride)
+        # The first ``warm`` labels go to the first events the budget pays for, and the utilities
+        # seen meanwhile stay out of the window: a model of a handful of labels changes with each
+        # one, so the bar it leaves would be stale (with one label a scaled linear model gives every
+        # event the same utility, and a window full of that tie starves the budget).
+        self.warm = warm
         self.skipped = 0
         self.recent: deque[float] = deque()
         self.sorted: list[float] = []
@@ -185,7 +192,7 @@ class BalancedQuantileFilter:
         self.forgiven = 0.0  # owed beyond the bounds, written off
 
     def observe(self, utility: float, context: Context) -> None:
-        if not context.cold:
+        if not context.cold and self.taken >= self.warm:
             self.feed(utility)
 
     def feed(self, utility: float) -> None:
@@ -226,8 +233,8 @@ class BalancedQuantileFilter:
             self.forgiven += owed + self.max_owed
             owed = -self.max_owed
         values = self.sorted
-        if owed >= self.max_owed - 1e-9 or not values:
-            b = 1.0  # behind by a full bucket, or nothing known yet: any event is news
+        if owed >= self.max_owed - 1e-9 or not values or self.taken < self.warm:
+            b = 1.0  # behind by a full bucket, nothing known yet, or warming up: any event is news
         else:
             b = self.share * context.fraction * (1.0 + owed if owed >= 0.0 else 1.0 / (1.0 - owed))
         if b <= 0.0:

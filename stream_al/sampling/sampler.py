@@ -9,27 +9,29 @@ from __future__ import annotations
 
 import math
 from zlib import crc32
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from stream_al.sampling.budgets import EPSILON, Budget, DriftBoost, FractionBudget, OpenRequestsCap
 from stream_al.sampling.randomness import SCREEN, hash_bernoulli, hash_uniform, screen_seed
-from stream_al.sampling.rules import Context, VariableThreshold  # noqa: F401 (doctest)
+from stream_al.sampling.rules import BalancedQuantileFilter, Context, VariableThreshold  # noqa: F401 (doctest)
 from stream_al.sampling.strategies import Strategy, UtilityRule
 from stream_al.sampling.utilities import ClassBalance, least_confidence
 
 _WHOLE_LABEL = 1.0 - EPSILON  # a budget holding this much can pay for one label
 _TWO_LABELS, _THREE_LABELS, _INF = 2.0 - EPSILON, 3.0 - EPSILON, math.inf  # constants, not per-event arithmetic
 _NO_FEED = object()
+_HALF_AND_TIE = (1.0 + 1e-12) / 2
+_SCREEN_BAR, _SCREEN_KEEP = SCREEN * 4294967296.0, 1.0 / SCREEN  # hash_bernoulli's screen, for the fast path
+assert SCREEN in (1.0, 2.0, 4.0, 8.0, 16.0)  # a power of two: p * (SCREEN * 2**32) == (SCREEN * p) * 2**32 exactly
 
 
-@dataclass(slots=True)
-class Choice:
+class Choice(NamedTuple):
     """What the sampler decided for one event.
 
     ``reason``: ``uncertainty``, ``random`` (an audit: the unbiased sample), ``cold_start`` (the model
-    knows no class yet), ``exploit``, ``anomaly``, ``drift_boost`` (paid by a boost), or ``""``.
-    ``uncertainty`` is ``1 - max p``; ``utility`` the strategy's worth of the label in [0, 1].
+    knows no class yet), ``exploit``, ``anomaly``, ``drift_boost`` (paid by a boost), or ``""``. ``uncertainty`` is ``1 - max p``; ``utility`` the
+    strategy's worth of the label in [0, 1]. A named tuple: one is made per event, and the fast path
+    builds it with ``tuple.__new__`` (a third of a dataclass's ``__init__``).
     """
 
     query: bool
@@ -37,6 +39,9 @@ class Choice:
     uncertainty: float
     p_query: float
     utility: float = 0.0
+
+
+_new_tuple = tuple.__new__
 
 
 class Sampler:
@@ -90,8 +95,10 @@ class Sampler:
         if plain and feed is not _NO_FEED:
             self._feeds = None if feed is None else strategy.rule  # the rule, when it wants utilities
             self._select = strategy.rule.select
+            self._quantile = strategy.rule if type(strategy.rule) is BalancedQuantileFilter else None
             self._balance = strategy.balance
             self._screen_seed = screen_seed(self.seed)
+            self._single = self.budgets[0] if len(self.budgets) == 1 else None
             self.decide = self._decide_fast  # type: ignore[method-assign]
 
     def decide(
@@ -139,9 +146,19 @@ class Sampler:
             if target < offered:
                 offered = target
         fraction = offered / self.events
-        context.offered, context.fraction = offered, fraction if fraction < 1.0 else 1.0
+        # The strategy is offered what the audits did not take: counting their labels as its own
+        # would keep a balancing rule forever behind (owing a tenth of the budget at a 10% share),
+        # and a rule that owes labels lowers its bar until it takes almost anything.
+        context.offered, context.fraction = offered - self.audits, fraction if fraction < 1.0 else 1.0
         if normal and self.random_share:
+            # The lottery runs only while a label is in hand: audits that fell behind are drawn with
+            # a higher probability (times 1 + the labels they are owed), so they keep their share
+            # without the strategy holding labels back for them (labels held are labels a short
+            # stream never spends). Still a draw of hash(seed, event id): an unbiased sample.
+            due = self.random_share * offered - self.audits if offered < math.inf else 0.0
             p_audit = self.random_share * context.fraction
+            if due > 0.0:
+                p_audit = min(1.0, p_audit * (1.0 + due))
             if hash_bernoulli(self.seed, event_id, p_audit):  # a cheap screen first: this runs on most events
                 self.audits += 1
                 return self._spend(Choice(True, "random", uncertainty, p_audit, utility))
@@ -175,20 +192,39 @@ class Sampler:
         the labels it holds). ``_plan`` installs it as ``self.decide``.
         """
         events = self.events = self.events + 1
-        available = offered = _INF
-        for budget in self.budgets:  # FractionBudget.on_event and .target, same arithmetic
+        budget = self._single
+        if budget is not None:  # one fraction budget (the default): FractionBudget.on_event, no loop
             budget.events += 1
-            tokens = budget.tokens + budget.fraction
-            if tokens >= budget.burst:
-                tokens = budget.burst
-            budget.tokens = tokens
-            if tokens < available:
-                available = tokens
-            target = budget.fraction * budget.events
-            if target < offered:
-                offered = target
+            available = budget.tokens + budget.fraction
+            if available >= budget.burst:
+                available = budget.burst
+            budget.tokens = available
+        else:
+            available = offered = _INF
+            for budget in self.budgets:  # FractionBudget.on_event and .target, same arithmetic
+                budget.events += 1
+                tokens = budget.tokens + budget.fraction
+                if tokens >= budget.burst:
+                    tokens = budget.burst
+                budget.tokens = tokens
+                if tokens < available:
+                    available = tokens
+                target = budget.fraction * budget.events
+                if target < offered:
+                    offered = target
+            budget = None
         balance = self._balance
-        if scores:  # UtilityRule(least_confidence[, ClassBalance]).evaluate
+        if balance is None and len(scores) == 2:  # the commonest shape, binary and unbalanced: the same arithmetic
+            p1, p2 = scores.values()
+            top = p2 if p2 > p1 else p1
+            uncertainty = 1.0 - top
+            cold = top <= _HALF_AND_TIE  # top * 2 <= 1 + 1e-12 (halving is exact)
+            utility = uncertainty * 2
+            if utility > 1.0:
+                utility = 1.0
+            elif utility < 0.0:
+                utility = 0.0
+        elif scores:  # UtilityRule(least_confidence[, ClassBalance]).evaluate
             k = len(scores)
             if k == 2:  # binary: unpacking beats max() by half
                 (first, p1), (second, p2) = scores.items()
@@ -221,7 +257,7 @@ class Sampler:
         else:
             top, uncertainty, cold, utility = None, 1.0, True, 1.0
         rule = self._feeds
-        if rule is not None and not cold:  # a cold model's doubts stay out of the window
+        if rule is not None and not cold and rule.taken >= rule.warm:  # a cold or young model's doubts stay out of the window
             # The quantile filter keeps one utility in ``stride``: count here, call only to keep one.
             skipped = rule.skipped + 1
             if skipped < rule.stride:
@@ -229,42 +265,77 @@ class Sampler:
             else:
                 rule.feed(utility)
         if available < _WHOLE_LABEL:
-            return Choice(False, "", uncertainty, 0.0, utility)
+            return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
+        if budget is not None:
+            offered = budget.fraction * budget.events  # FractionBudget.target, only when it can matter
         fraction = offered / events
         if fraction > 1.0:
             fraction = 1.0
         random_share = self.random_share
         if random_share:
+            due = random_share * offered - self.audits if offered < _INF else 0.0
             p_audit = random_share * fraction
-            # hash_bernoulli(seed, event_id, p_audit) and its screen_value inlined: this runs on most events.
-            screen = SCREEN * p_audit
+            if due > 0.0:  # audits behind: drawn more often (see decide)
+                p_audit = p_audit * (1.0 + due)
+                if p_audit > 1.0:
+                    p_audit = 1.0
+            # hash_bernoulli(seed, event_id, p_audit) and its screen_value inlined: this runs on most
+            # events. The bar is SCREEN * p_audit * 2**32 (powers of two: the same float).
+            bar = p_audit * _SCREEN_BAR
             if (
-                hash_uniform(self.seed, event_id) < p_audit if screen >= 1.0 else
-                ((crc32(event_id.encode()) ^ self._screen_seed) * 0x9E3779B97F4A7C15 >> 32) & 0xFFFFFFFF
-                < screen * 4294967296.0 and hash_uniform(self.seed, event_id) < 1.0 / SCREEN
+                hash_uniform(self.seed, event_id) < p_audit if bar >= 4294967296.0 else
+                ((crc32(event_id.encode()) ^ self._screen_seed) * 0x9E3779B97F4A7C15 >> 32) & 0xFFFFFFFF < bar
+                and hash_uniform(self.seed, event_id) < _SCREEN_KEEP
             ):
                 self.audits += 1
                 return self._spend(Choice(True, "random", uncertainty, p_audit, utility))
             if available < _THREE_LABELS:  # owed <= 2: three labels in hand cover the audits
                 # The strategy leaves the audits the whole labels they are owed:
                 # owed = min(2, int(random_share * offered) - audits), without int() and min().
-                due = random_share * offered - self.audits
                 if due >= 1.0 and available < (_TWO_LABELS if due < 2.0 else _THREE_LABELS):
-                    return Choice(False, "", uncertainty, 0.0, utility)
+                    return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
+        if self._quantile is not None:  # the default rule: no context, no method on the rule
+            if self._quantile_select(utility, offered - self.audits, fraction):
+                return self._spend(Choice(True, self.strategy.reason if scores else "cold_start", uncertainty, 1.0, utility))
+            return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         context = self._context
         if context is None:
             context = self._context = Context(event_id, self.seed, 0.0, available)
         context.event_id, context.available, context.cold, context.top = event_id, available, cold, top
-        context.model, context.features, context.offered, context.fraction = model, features, offered, fraction
+        context.model, context.features, context.offered, context.fraction = model, features, offered - self.audits, fraction
         p_query = self._select(utility, context)
         if p_query is None:
-            return Choice(False, "", uncertainty, 0.0, utility)
+            return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         return self._spend(Choice(True, self.strategy.reason if scores else "cold_start", uncertainty, p_query, utility))
+
+    def _quantile_select(self, utility: float, offered: float, fraction: float) -> bool:
+        """:meth:`BalancedQuantileFilter.select` of ``self._quantile``, without the context (the
+        same arithmetic: ``tests/unit/test_sampling.py`` checks the fast path against the general one)."""
+        rule = self._quantile
+        max_owed = rule.max_owed
+        owed = rule.share * offered - rule.taken - rule.forgiven
+        if owed > max_owed:
+            rule.forgiven += owed - max_owed
+            owed = max_owed
+        elif owed < -max_owed:
+            rule.forgiven += owed + max_owed
+            owed = -max_owed
+        values = rule.sorted
+        if owed >= max_owed - 1e-9 or not values or rule.taken < rule.warm:
+            b = 1.0
+        else:
+            b = rule.share * fraction * (1.0 + owed if owed >= 0.0 else 1.0 / (1.0 - owed))
+        if b <= 0.0:
+            return False
+        if b >= 1.0 or utility >= values[int((1.0 - b) * (len(values) - 1))]:
+            rule.taken += 1.0
+            return True
+        return False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_context"] = None  # per-event scratch; it may hold the model, which the snapshot has already
-        for name in ("decide", "_select", "_balance", "_feeds", "_screen_seed"):  # derived in _plan (bound methods: the rule would be pickled twice)
+        for name in ("decide", "_select", "_quantile", "_balance", "_feeds", "_screen_seed", "_single"):  # derived in _plan (bound methods: the rule would be pickled twice)
             state.pop(name, None)
         return state
 
