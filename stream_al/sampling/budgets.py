@@ -229,6 +229,8 @@ class DriftBoost:
     3
     """
 
+    offered = 0.0  # for snapshots written before the field existed
+
     def __init__(self, max_extra_fraction: float, max_seconds: float, allowance: RateBudget, cap: FractionBudget):
         if not 0 < max_extra_fraction <= 1:
             raise ValueError("max_extra_fraction must be in (0, 1]")
@@ -244,6 +246,7 @@ class DriftBoost:
         self.credit = 0.0
         self.clock = -math.inf
         self.spent = 0
+        self.offered = 0.0  # extra labels offered by every boost so far: the strategy is offered them too
 
     def grant(self, extra_fraction: float, until: float) -> tuple[float, float]:
         """Start (or replace) a boost; returns what was granted: (extra labels per event, until)."""
@@ -269,6 +272,7 @@ class DriftBoost:
         self.cap.on_event(now)
         if self.active():
             self.credit = min(1.0 + self.extra_fraction, self.credit + self.extra_fraction)
+            self.offered += self.extra_fraction
         else:
             self.credit = 0.0
 

@@ -150,6 +150,12 @@ class Sampler:
         # would keep a balancing rule forever behind (owing a tenth of the budget at a 10% share),
         # and a rule that owes labels lowers its bar until it takes almost anything.
         context.offered, context.fraction = offered - self.audits, fraction if fraction < 1.0 else 1.0
+        if boost is not None:
+            # While boosted the strategy is offered the extra labels too, or its bar (set for the
+            # normal fraction) would leave the boost almost unspent.
+            context.offered += boost.offered
+            if boost.active():
+                context.fraction = min(1.0, context.fraction + boost.extra_fraction)
         if normal and self.random_share:
             # The lottery runs only while a label is in hand: audits that fell behind are drawn with
             # a higher probability (times 1 + the labels they are owed), so they keep their share

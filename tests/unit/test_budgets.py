@@ -112,6 +112,20 @@ def test_drift_boost_adds_labels_only_while_active_and_only_when_asked():
     assert boosted.queried - boosted.boosted in (39, 40)
 
 
+def test_a_boost_is_spent_by_the_default_quantile_filter():
+    """The quantile filter sets its bar from the fraction it is offered: while boosted it must be
+    offered the extra labels too, or its bar (for the normal fraction) leaves the boost unspent."""
+    rng = random.Random(3)
+    sampler = boost_sampler(fraction=0.05, extra=0.1, allowance=(1.0, 1000.0), cap=0.5)
+    sampler.strategy = build_strategy(SamplerSettings(), "fraud")
+    for i in range(4000):
+        if i == 2000:
+            sampler.boost(0.1, until=2500.0)
+        p = rng.random()
+        sampler.decide(f"e{i}", {"legit": 1 - p, "fraud": p}, float(i))
+    assert sampler.boosted >= 0.8 * 0.1 * 500  # most of the 50 extra labels offered over events 2000..2499
+
+
 def test_drift_boost_refund_and_pickle():
     sampler = boost_sampler()
     sampler.boost(0.1, until=1e9)
