@@ -198,8 +198,11 @@ class DriftSettings(_Section):
     warning_threshold: float = Field(5.0, gt=0, description="stream-view CUSUM warning threshold (starts a background model)")
     allowance: float = Field(0.5, ge=0, description="stream-view CUSUM slack per value, in standard deviations")
     output_tolerance: float = Field(
-        0.25, ge=0, description="score, uncertainty and would-query block means: moves up to this far from the reference "
-        "are the model's own wander, not evidence (stationary streams: up to ~0.15, trees' would-query share more)",
+        0.25, ge=0, description="score and uncertainty block means: moves up to this far from the reference "
+        "are the model's own wander, not evidence (stationary streams: up to ~0.15)",
+    )
+    would_query_tolerance: float = Field(
+        0.5, ge=0, description="the same for the would-query share, which a tree's splits move by up to ~0.45",
     )
     reference_halflife_blocks: float = Field(200.0, gt=0, description="how fast a stable reference follows slow change")
     min_std: float = Field(0.002, gt=0, description="smallest spread a block-mean reference may have")

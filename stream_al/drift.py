@@ -22,7 +22,8 @@ What the evidence says (``benchmarks/drift.py``): a pure concept drift (the same
 answers) is invisible without labels. The model's outputs move only once it has learned from
 labels that contradict it, and its own wander on stationary data (up to ~0.15 in mean score over
 1,000 events, more for a tree's would-query share) exceeds what a drift moves them in its first
-1,000 events. So the stream view is tuned not to false-alarm (``output_tolerance``) and catches
+1,000 events. So the stream view is tuned not to false-alarm (``output_tolerance``,
+``would_query_tolerance``) and catches
 changes in the events themselves (an upstream change, a new population); ``label_error`` is the
 concept-drift signal. (Re-scoring a fixed panel of events after each batch of labels, to see the
 model's own move without the spread of the events, was tried: it detected nothing within 1,000
@@ -189,7 +190,8 @@ class DriftMonitor:
         self.features = tuple(settings.features)
         s = settings
         signals = list(STREAM_SIGNALS) + [feature_signal(f) for f in self.features]
-        self.watches: dict[str, _Watch] = {name: _Watch(self._cusum(s.output_tolerance)) for name in STREAM_SIGNALS}
+        tolerance = {"score": s.output_tolerance, "uncertainty": s.output_tolerance, "would_query": s.would_query_tolerance}
+        self.watches: dict[str, _Watch] = {name: _Watch(self._cusum(tolerance[name])) for name in STREAM_SIGNALS}
         for name in signals[len(STREAM_SIGNALS):]:
             self.watches[name] = _Watch(self._cusum(0.0))  # features: no model wander, no dead zone
         if s.label_threshold:
