@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from river.drift import ADWIN
 
@@ -228,30 +228,38 @@ class DriftMonitor:
 
         Returns True when there are alerts to take (only ever after a block closes: cheap to test).
         """
-        self.events += 1
-        if self.events <= self.settings.warmup_events:
-            return False
-        if scores:
-            positive = self.positive_class
-            score = scores.get(positive, 0.0) if positive is not None else 1.0 - uncertainty
-        else:
-            score = 0.0
-        self._score_sum += score
-        self._uncertainty_sum += uncertainty
-        if uncertainty > self.wq_uncertainty:
-            self._would_query += 1
-        if self.features:
-            sums, counts = self._feature_sums, self._feature_counts
-            for i, name in enumerate(self.features):
-                value = features.get(name)
-                if value is not None:
-                    sums[i] += value
-                    counts[i] += 1
-        self._block_n += 1
-        if self._block_n == self.settings.block_events:
-            self._close_block()
-            return bool(self._alerts)
-        return False
+        return self.observe_events(((scores, uncertainty, features),))
+
+    def observe_events(self, scored: Iterable[tuple[Mapping[str, float], float, Mapping[str, Any]]]) -> bool:
+        """:meth:`observe_event` for each ``(scores, uncertainty, features)`` in order, in one loop
+        (the engine's chunk path: a method call per event would cost as much as the sums)."""
+        warmup, block = self.settings.warmup_events, self.settings.block_events
+        positive, wq_uncertainty, watched = self.positive_class, self.wq_uncertainty, self.features
+        for scores, uncertainty, features in scored:
+            self.events += 1
+            if self.events <= warmup:
+                continue
+            if not scores:
+                score = 0.0
+            elif positive is not None:
+                score = scores.get(positive, 0.0)
+            else:
+                score = 1.0 - uncertainty
+            self._score_sum += score
+            self._uncertainty_sum += uncertainty
+            if uncertainty > wq_uncertainty:
+                self._would_query += 1
+            if watched:
+                sums, counts = self._feature_sums, self._feature_counts
+                for i, name in enumerate(watched):
+                    value = features.get(name)
+                    if value is not None:
+                        sums[i] += value
+                        counts[i] += 1
+            self._block_n += 1
+            if self._block_n == block:
+                self._close_block()
+        return bool(self._alerts)
 
     def _close_block(self) -> None:
         n = self._block_n

@@ -165,7 +165,10 @@ class Engine:
 
     def on_event(self, event: Event, now: float) -> Decision:
         """Score one event and decide whether to ask for its label."""
-        return self._decide(event, self.model.predict_proba_one(event.features), now)
+        decision = self._decide(event, self.model.predict_proba_one(event.features), now)
+        if self.drift is not None and self.drift.observe_event(decision.scores, decision.uncertainty, event.features):
+            self._on_drift_alerts(now)
+        return decision
 
     def on_events(self, events: Sequence[Event], now: float) -> list[Decision]:
         """:meth:`on_event` for each event in order, with the scoring done for all of them at once.
@@ -178,7 +181,13 @@ class Engine:
         if scorer is None or scorer[0] is not self.model:  # first call, or the model was replaced (restore)
             scorer = self._scorer = (self.model, batch_scorer(self.model))
         decide = self._decide
-        return [decide(event, scores, now) for event, scores in zip(events, scorer[1]([e.features for e in events]))]
+        decisions = [decide(event, scores, now) for event, scores in zip(events, scorer[1]([e.features for e in events]))]
+        # The drift monitor sees the chunk after it is decided: a boost starts with the next chunk.
+        if self.drift is not None and self.drift.observe_events(
+            (d.scores, d.uncertainty, e.features) for d, e in zip(decisions, events)
+        ):
+            self._on_drift_alerts(now)
+        return decisions
 
     def _decide(self, event: Event, scores: dict[str, float], now: float) -> Decision:
         self.counters.events += 1
@@ -192,8 +201,6 @@ class Engine:
             event.id, scores, clock, model=self.model, features=event.features, open_requests=open_requests,
         )
         decision = Decision(event.id, scores, predicted, choice.uncertainty, self.model_version)
-        if self.drift is not None and self.drift.observe_event(scores, choice.uncertainty, event.features):
-            self._on_drift_alerts(now)
         if choice.query:
             request_id = request_id_for(event.id)
             if request_id in self.pending or request_id in self.answered or request_id in self.expired:
