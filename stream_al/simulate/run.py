@@ -157,7 +157,8 @@ class _Scorer:
         self.positive = stream.positive_class if stream.binary else None
         self.accuracy = metrics.Accuracy()
         self.kappa = metrics.CohenKappa()
-        self.f1 = metrics.F1(pos_val=self.positive) if self.positive is not None else None
+        # On booleans: River 0.26's F1 with a string pos_val reports 0.0 whatever the predictions.
+        self.f1 = metrics.F1() if self.positive is not None else None
         self.scores = np.zeros(len(stream)) if self.positive is not None else None
         self.curve = Curve()
         self.curve_every = curve_every
@@ -167,7 +168,7 @@ class _Scorer:
         self.accuracy.update(label, guess)
         self.kappa.update(label, guess)
         if self.f1 is not None:
-            self.f1.update(label, guess)
+            self.f1.update(label == self.positive, guess == self.positive)
             self.scores[index] = scores.get(self.positive, 0.0)  # type: ignore[index]
         if (index + 1) % self.curve_every == 0:
             self.curve.events.append(index + 1)

@@ -128,6 +128,12 @@ def test_full_supervision_learns_every_label_with_the_same_delay(phishing: Strea
     assert result.accuracy > simulate(phishing, settings_for(phishing, 0.01)).accuracy
 
 
+def test_f1_of_the_positive_class_counts_its_hits(phishing: Stream) -> None:
+    """F1 from the run's own predictions: River 0.26's F1 with a string pos_val said 0.0 always."""
+    result = full_supervision(phishing, settings_for(phishing))
+    assert phishing.positive_class == "true" and 0.5 < result.f1 < 1  # type: ignore[operator]
+
+
 def test_unknown_strategy_is_refused_by_the_settings(phishing: Stream) -> None:
     with pytest.raises(ValueError):
         with_strategy(settings_for(phishing), "no_such_strategy")
