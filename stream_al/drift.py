@@ -32,7 +32,7 @@ events that ``label_error`` did not, false-alarmed on trees' splits, and cost ~3
 Every series but the audit errors is watched by a :class:`Cusum`: a two-sided CUSUM (Page 1954) on
 the series standardised against its own reference (mean and spread measured over a calibration
 period, then following slow change), so one threshold, in standard deviations, suits values in
-[0, 1] of any spread. A ``warning`` precedes a ``drift``; a drift resets every label-free detector
+[0, 1] of any spread. A ``warning`` precedes a ``drift``; a drift resets every CUSUM, ``label_error`` too
 (the model is about to change, so their references are stale) and each then calibrates again.
 
 >>> monitor = DriftMonitor(DriftSettings(warmup_events=0, calibration_blocks=10), positive_class="1")
@@ -189,11 +189,10 @@ class DriftMonitor:
         self.wq_uncertainty = 1.0 - wq_confidence
         self.features = tuple(settings.features)
         s = settings
-        signals = list(STREAM_SIGNALS) + [feature_signal(f) for f in self.features]
         tolerance = {"score": s.output_tolerance, "uncertainty": s.output_tolerance, "would_query": s.would_query_tolerance}
         self.watches: dict[str, _Watch] = {name: _Watch(self._cusum(tolerance[name])) for name in STREAM_SIGNALS}
-        for name in signals[len(STREAM_SIGNALS):]:
-            self.watches[name] = _Watch(self._cusum(0.0))  # features: no model wander, no dead zone
+        for feature in self.features:
+            self.watches[feature_signal(feature)] = _Watch(self._cusum(0.0))  # features: no model wander, no dead zone
         if s.label_threshold:
             self.watches[LABEL_SIGNAL] = _Watch(Cusum(
                 s.label_threshold, s.label_threshold / 2, s.label_allowance, s.label_calibration,
@@ -277,7 +276,7 @@ class DriftMonitor:
     def model_replaced(self) -> None:
         """A new model (a swap): every reference belonged to the old model, start afresh."""
         self._labels_seen = 0  # the new model's errors need their own reference
-        self._reset_label_free()
+        self._reset_watches()
 
     # -- layer 2: labels against the predictions they answer ----------------------------------
 
@@ -335,9 +334,10 @@ class DriftMonitor:
             watch.level = level
             drifted = drifted or level == DRIFT
         if drifted:
-            self._reset_label_free()
+            self._reset_watches()
 
-    def _reset_label_free(self) -> None:
+    def _reset_watches(self) -> None:
+        """Every CUSUM calibrates again (the audit ADWIN keeps its own window)."""
         for watch in self.watches.values():
             watch.cusum.reset()
             watch.level = STABLE

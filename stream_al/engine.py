@@ -364,23 +364,24 @@ class Engine:
             self.background_labels = 0
             if not self.swap_pending:
                 return "background model started"
-        if self.swap_pending and self.background_labels >= cfg.background_min_labels:
-            return self._swap()
-        if self.swap_pending:
-            return f"swap pending: the background model has {self.background_labels} of {cfg.background_min_labels} labels"
-        return "ignored: a background model is already training"
+        if not self.swap_pending:
+            return "ignored: a background model is already training"
+        return self._swap_if_ready() or f"swap pending: the background model has {self.background_labels} of {cfg.background_min_labels} labels"
 
     def _teach_background(self, features: Features, value: str) -> None:
         cfg = self.settings.drift
         self.background.learn_one(features, value)  # type: ignore[union-attr]
         self.background_labels += 1
-        if self.swap_pending and self.background_labels >= cfg.background_min_labels:
-            self._swap()
-        elif not self.swap_pending and self.background_labels >= cfg.background_max_labels:
+        if self.swap_pending:
+            self._swap_if_ready()
+        elif self.background_labels >= cfg.background_max_labels:
             self.background = None  # a warning that never became a drift
             self.background_labels = 0
 
-    def _swap(self) -> str:
+    def _swap_if_ready(self) -> str | None:
+        """Swap the background model in once it has learned enough; what happened, or None."""
+        if self.background_labels < self.settings.drift.background_min_labels:
+            return None
         self.model, self.background = self.background, None  # type: ignore[assignment]
         labels = self.background_labels
         self.background_labels = 0

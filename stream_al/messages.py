@@ -334,38 +334,27 @@ def _decode_error(exc: orjson.JSONDecodeError) -> InvalidInput:
     return InvalidInput("malformed_json", str(exc))
 
 
-def _load(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise _decode_error(exc) from None
-
-
-def parse_label(raw: bytes) -> LabelMessage:
-    """Decode and validate a label message, raising :class:`InvalidInput` with a reason."""
-    return _validated_label(_load(raw))
-
-
 def parse_label_log(raw: bytes) -> LabelMessage | ModelControl:
-    """Decode a record of the ``labels`` topic: a label, or a :class:`ModelControl` (it has ``control``).
+    """Decode and validate a record of the ``labels`` topic, raising :class:`InvalidInput` with a
+    reason: a label, or a :class:`ModelControl` (it has a ``control`` field).
 
     >>> parse_label_log(b'{"control": "model_swap", "control_id": "c1", "signal": "score", "issued_at": 1}').control
     'model_swap'
+    >>> parse_label_log(b'{"request_id": "rq-1", "label": "fraud"}').label
+    'fraud'
     """
-    obj = _load(raw)
-    if not (isinstance(obj, dict) and "control" in obj):
-        return _validated_label(obj)
     try:
-        return ModelControl.model_validate(obj)
-    except ValueError as exc:
-        raise InvalidInput("invalid_control", _first_error(exc)) from None
-
-
-def _validated_label(obj: Any) -> LabelMessage:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _decode_error(exc) from None
+    if isinstance(obj, dict) and "control" in obj:
+        model, reason = ModelControl, "invalid_control"
+    else:
+        model, reason = LabelMessage, "invalid_label"
     try:
-        return LabelMessage.model_validate(obj)
+        return model.model_validate(obj)
     except ValueError as exc:
-        raise InvalidInput("invalid_label", _first_error(exc)) from None
+        raise InvalidInput(reason, _first_error(exc)) from None
 
 
 def parse_label_request(raw: bytes) -> LabelRequest:

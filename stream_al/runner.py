@@ -413,7 +413,7 @@ class Runner:
             accuracy = engine.drift.audit_accuracy
             if accuracy is not None:
                 m.audit_accuracy.set(accuracy)
-        m.background_model_labels.set(engine.background_labels if engine.background is not None else 0)
+        m.background_model_labels.set(engine.background_labels)  # 0 whenever no background model trains
         if self.health:
             owned = self.io.owned_events_partitions() if self.io else set()
             down_for = self.probe.seconds_unreachable() if self.probe else 0.0

@@ -484,15 +484,22 @@ def test_an_expired_request_frees_its_backlog_slot_without_a_tick():
     assert engine.counters.expired == 2 and len(engine.pending) == 1
 
 
-def test_committee_strategy_reads_the_ensemble_members():
-    engine = Engine(settings(model={"name": "adaptive_random_forest", "params": {"n_models": 3}},
-                             sampler={"strategy": "committee"}, budget={"fraction": 0.3}))
+def request_reasons(engine: Engine, stream: Any) -> list[str]:
+    """Run ``stream`` through the engine, answering every request at once with the truth; the
+    reasons of the requests, in order."""
     reasons = []
-    for i, (x, y) in enumerate(linear_stream(0, 600)):
+    for i, (x, y) in enumerate(stream):
         decision = engine.on_event(Event(f"e{i}", None, x), T0 + i)
         if decision.request is not None:
             reasons.append(decision.request.reason)
             engine.on_label(LabelMessage(request_id=decision.request.request_id, label=y), T0 + i)
+    return reasons
+
+
+def test_committee_strategy_reads_the_ensemble_members():
+    engine = Engine(settings(model={"name": "adaptive_random_forest", "params": {"n_models": 3}},
+                             sampler={"strategy": "committee"}, budget={"fraction": 0.3}))
+    reasons = request_reasons(engine, linear_stream(0, 600))
     assert set(reasons) <= {"cold_start", "uncertainty"} and reasons.count("uncertainty") > 50
     assert 0.95 * 180 <= len(reasons) <= 180
 
@@ -520,12 +527,7 @@ def test_anomaly_strategy_with_half_space_trees_sends_high_scores_to_review():
 def test_exploit_explore_requests_say_why():
     engine = Engine(settings(positive_class="fraud", sampler={"strategy": "exploit_explore", "random_share": 0.1},
                              budget={"fraction": 0.1}))
-    reasons = []
-    for i, (x, y) in enumerate(linear_stream(1, 3000)):
-        decision = engine.on_event(Event(f"e{i}", None, x), T0 + i)
-        if decision.request is not None:
-            reasons.append(decision.request.reason)
-            engine.on_label(LabelMessage(request_id=decision.request.request_id, label=y), T0 + i)
+    reasons = request_reasons(engine, linear_stream(1, 3000))
     assert {"exploit", "uncertainty", "random"} <= set(reasons)
 
 

@@ -19,7 +19,7 @@ from stream_al.messages import (
     LabelRequest,
     canonical_label,
     numeric_features,
-    parse_label,
+    parse_label_log,
     parse_label_request,
     parse_timestamp,
 )
@@ -415,10 +415,10 @@ def test_former_divergence_is_aligned(raw):
 
 
 def test_parse_label_minimal_forms():
-    by_request = parse_label(b'{"request_id": "rq-1", "label": "fraud", "annotator": "ann", "labeled_at": 1700000000}')
+    by_request = parse_label_log(b'{"request_id": "rq-1", "label": "fraud", "annotator": "ann", "labeled_at": 1700000000}')
     assert (by_request.request_id, by_request.event_id, by_request.label, by_request.annotator) == ("rq-1", None, "fraud", "ann")
     assert by_request.labeled_at == 1700000000.0 and by_request.features is None
-    by_event = parse_label(b'{"event_id": "e-1", "label": 1, "features": {"amount": 3.5, "country": "FR"}, "extra": 1}')
+    by_event = parse_label_log(b'{"event_id": "e-1", "label": 1, "features": {"amount": 3.5, "country": "FR"}, "extra": 1}')
     assert (by_event.request_id, by_event.event_id, by_event.label) == (None, "e-1", 1)
     assert by_event.features == {"amount": 3.5, "country": "FR"}
 
@@ -426,7 +426,7 @@ def test_parse_label_minimal_forms():
 @pytest.mark.parametrize("raw", [b'{"label": "fraud"}', b'{"request_id": "", "event_id": null, "label": "fraud"}'])
 def test_label_needs_request_or_event_id(raw):
     with pytest.raises(InvalidInput, match="request_id or an event_id") as info:
-        parse_label(raw)
+        parse_label_log(raw)
     assert info.value.reason == "invalid_label"
 
 
@@ -441,14 +441,14 @@ def test_label_needs_request_or_event_id(raw):
 ])
 def test_invalid_labels_name_the_field(raw, where):
     with pytest.raises(InvalidInput) as info:
-        parse_label(raw)
+        parse_label_log(raw)
     assert info.value.reason == "invalid_label"
     assert info.value.detail.startswith(where)
 
 
 def test_malformed_label_json():
     with pytest.raises(InvalidInput) as info:
-        parse_label(b'{"request_id": "r", "label": ')
+        parse_label_log(b'{"request_id": "r", "label": ')
     assert info.value.reason == "malformed_json"
 
 
