@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 import re
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -213,7 +214,7 @@ def test_late_ground_truth_with_features_is_learned():
     assert (outcome.status, outcome.label_latency, outcome.late) == ("applied", None, False)
     assert engine.model_version == 1 and engine.counters.late_ground_truth == 1
     assert engine.model.predict_proba_one({"amount": 3.0, "country=FR": 1.0})["fraud"] > before["fraud"]
-    assert engine.answered_features[request_id_for("never-asked")] == {"amount": 3.0, "country=FR": 1.0}
+    assert engine.answered_features.get(request_id_for("never-asked")) == {"amount": 3.0, "country=FR": 1.0}
     assert engine.on_label(message, T0 + 1).reason == "duplicate_label"
     assert engine.on_label(message.model_copy(update={"label": "legit"}), T0 + 2).correction is True
 
@@ -462,6 +463,23 @@ def test_correction_after_its_features_left_the_window_is_rejected_not_guessed()
     assert (outcome.status, outcome.reason) == ("rejected", "stale_correction")
     assert engine.model_version == 2
     assert engine.on_label(LabelMessage(event_id="b", label="fraud"), now=1.0).correction
+
+
+def test_correction_window_survives_a_snapshot_under_a_new_size_and_from_the_old_dict_format():
+    engine = Engine(settings())
+    for i, event_id in enumerate("abc"):
+        assert engine.on_label(LabelMessage(event_id=event_id, label="fraud", features={"amount": float(i)}), now=0.0).status == "applied"
+    state = pickle.loads(pickle.dumps(engine.state()))
+    old_format = pickle.loads(pickle.dumps(engine.state()))
+    old_format["answered_features"] = OrderedDict((request_id_for(e), {"amount": float(i)}) for i, e in enumerate("abc"))
+    for restored_state in (state, old_format):
+        restored = Engine(settings(requests={"correction_window": 2}))
+        restored.restore(restored_state)
+        assert len(restored.answered_features) == 2
+        assert restored.answered_features.get(request_id_for("c")) == {"amount": 2.0}
+        stale = restored.on_label(LabelMessage(event_id="a", label="legit"), now=1.0)
+        assert (stale.status, stale.reason) == ("rejected", "stale_correction")
+        assert restored.on_label(LabelMessage(event_id="b", label="legit"), now=1.0).correction
 
 
 def test_waiting_labels_are_bounded_like_the_request_store():
