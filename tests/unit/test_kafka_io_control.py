@@ -6,7 +6,11 @@ from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+from kafka.producer.record_accumulator import RecordAccumulator
+from kafka.record.memory_records import MemoryRecords
 
 from stream_al import kafka_io
 from stream_al.kafka_io import KafkaIO, _fetch_may_have_records, _fetch_state
@@ -68,53 +72,95 @@ def test_poll_control_polls_when_records_may_be_there_when_asked_to_wait_and_at_
     assert consumer.polls == 3  # the interval ran out: polls whatever the state says
 
 
-# -- the prediction writer's record appender ----------------------------------------------------
+# -- the prediction writer's producer ------------------------------------------------------------
+# A real kafka-python RecordAccumulator (no broker needed): what the writer builds is read back
+# with kafka-python's own record parser.
 
 
-class FakeProducer:
-    """The parts of a kafka-python KafkaProducer that _record_appender uses."""
-
-    def __init__(self, partitions: set[int] | None = None, internals: bool = True, metadata_error: bool = False):
-        self.config = {"max_request_size": 4096}
-        self.appended: list[tuple[Any, bytes]] = []
-        self.sent: list[tuple[str, bytes, int]] = []
+class FakeSender:
+    def __init__(self) -> None:
         self.wakeups = 0
-        self._partitions, self._metadata_error = partitions if partitions is not None else {0, 1}, metadata_error
-        if internals:
-            self._accumulator = SimpleNamespace(append=self._append)
-            self._sender = SimpleNamespace(wakeup=self._wakeup)
 
-    def partitions_for(self, topic: str) -> set[int]:
-        if self._metadata_error:
-            raise kafka_io.KafkaTimeoutError("no metadata")
-        return self._partitions
-
-    def _append(self, tp: Any, timestamp: Any, key: Any, value: bytes, headers: list) -> tuple[str, bool, bool, bool]:
-        assert timestamp is None and key is None and headers == []
-        new_batch = not any(t == tp for t, _ in self.appended)
-        self.appended.append((tp, value))
-        return "future", False, new_batch, False
-
-    def _wakeup(self) -> None:
+    def wakeup(self) -> None:
         self.wakeups += 1
 
-    def send(self, topic: str, value: bytes, partition: int) -> str:
-        self.sent.append((topic, value, partition))
-        return "sent"
+
+class FakeFuture:
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+        self.errbacks: list[Any] = []
+
+    def add_callback(self, fn: Any) -> None:
+        self.callbacks.append(fn)
+
+    def add_errback(self, fn: Any) -> None:
+        self.errbacks.append(fn)
 
 
-def test_record_appender_appends_to_the_accumulator_and_wakes_the_sender_on_a_new_batch():
-    producer = FakeProducer()
-    append = kafka_io._record_appender(producer, "predictions")  # type: ignore[arg-type]
-    assert [append(b"a", 0), append(b"b", 0), append(b"c", 1)] == ["future"] * 3
-    assert [(tp.topic, tp.partition, v) for tp, v in producer.appended] == [("predictions", 0, b"a"), ("predictions", 0, b"b"), ("predictions", 1, b"c")]
-    assert producer.wakeups == 2 and producer.sent == []
-    # An unknown partition, or a record near the size limit: send and its checks decide.
-    assert append(b"d", 7) == "sent" and append(b"x" * 4000, 0) == "sent"
-    assert [(p, len(v)) for _, v, p in producer.sent] == [(7, 1), (0, 4000)]
+def writer_producer(batch_size: int = 512 * 1024, internals: bool = True) -> SimpleNamespace:
+    producer = SimpleNamespace(
+        config={"max_request_size": 4096}, sent=[], partitions_for=lambda topic: {0, 1},
+        send=lambda topic, value, partition: producer.sent.append((topic, value, partition)) or FakeFuture(),
+    )
+    if internals:
+        producer._accumulator = RecordAccumulator(batch_size=batch_size, linger_ms=5)
+        producer._sender = FakeSender()
+    return producer
 
 
-@pytest.mark.parametrize("producer", [FakeProducer(internals=False), FakeProducer(metadata_error=True)], ids=["no-internals", "no-metadata"])
-def test_record_appender_is_plain_send_without_the_internals_or_the_metadata(producer):
-    append = kafka_io._record_appender(producer, "predictions")
-    assert append(b"a", 0) == "sent" and producer.sent == [("predictions", b"a", 0)]
+def written(producer: SimpleNamespace) -> dict[int, list[list[bytes]]]:
+    """Each partition's batches, as lists of record values (closing the batches, as the sender does)."""
+    out: dict[int, list[list[bytes]]] = {}
+    for tp, queue in producer._accumulator._batches.items():
+        for batch in queue:
+            batch.records.close()
+            values = [record.value for records in MemoryRecords(bytes(batch.records.buffer())) for record in records]
+            assert batch.record_count == len(values)
+            out.setdefault(tp.partition, []).append(values)
+    return out
+
+
+def test_the_fast_append_writes_what_kafka_python_writes():
+    assert kafka_io._fast_append_matches_kafka_python()
+
+
+def test_writer_appends_runs_in_order_opens_a_batch_when_full_and_sends_what_it_cannot_append():
+    producer = writer_producer(batch_size=1000)
+    writer = kafka_io._PredictionProducer(producer, "predictions")  # type: ignore[arg-type]
+    values = [b"%03d" % i + b"x" * 100 for i in range(30)]
+    writer.write({0: values[:20], 1: values[20:]})
+    writer.write({0: [b"late"], 7: [b"unknown partition"], 1: [b"y" * 4000]})
+    batches = written(producer)
+    assert [v for batch in batches[0] for v in batch] == values[:20] + [b"late"]
+    assert [v for batch in batches[1] for v in batch] == values[20:]
+    # Batches split where kafka-python's own append splits them (8 of these records per 1000 bytes).
+    reference = writer_producer(batch_size=1000)
+    for partition, value in [*((0, v) for v in values[:20]), *((1, v) for v in values[20:]), (0, b"late")]:
+        reference._accumulator.append(TopicPartition("predictions", partition), None, None, value, [])
+    assert batches == written(reference) and [len(batch) for batch in batches[0]] == [8, 8, 5]
+    assert producer.sent == [("predictions", b"unknown partition", 7), ("predictions", b"y" * 4000, 1)]
+    assert producer._sender.wakeups >= 4 and writer.written == 33
+
+
+def test_writer_reports_failures_and_records_never_confirmed():
+    producer = writer_producer()
+    writer = kafka_io._PredictionProducer(producer, "predictions")  # type: ignore[arg-type]
+    writer.write({0: [b"a", b"b", b"c"], 1: [b"d", b"e"]})  # the first of each opens a batch, the rest are fast-written
+    assert writer.report(flushed=False) == {"flushed": False, "errors": [], "count": 0}  # still in flight: not a failure
+    unconfirmed = writer.report(flushed=True)
+    assert unconfirmed["count"] == 1 and "5 record(s) written but never confirmed" in unconfirmed["errors"][0]
+    batches = [batch for queue in producer._accumulator._batches.values() for batch in queue]
+    assert len(batches) == 2
+    batches[0].done(base_offset=0, timestamp_ms=0)
+    refused = KafkaError("broker said no")
+    batches[1].complete_exceptionally(refused, lambda index: refused)  # what kafka-python's sender does
+    assert writer.confirmed == batches[0].record_count
+    report = writer.report(flushed=True)
+    assert report["count"] == 2 and set(report["errors"]) == {repr(refused)}  # the batch (fast-written) and its first record
+
+
+def test_writer_is_plain_send_without_the_internals():
+    producer = writer_producer(internals=False)
+    writer = kafka_io._PredictionProducer(producer, "predictions")  # type: ignore[arg-type]
+    writer.write({0: [b"a", b"b"]})
+    assert producer.sent == [("predictions", b"a", 0), ("predictions", b"b", 0)] and writer.written == 2
