@@ -436,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one engine run may take (default 900)")
     parser.add_argument("--keep-topics", action="store_true", help="do not delete the benchmark topics afterwards")
     parser.add_argument("--no-predictions", action="store_true", help="engine without the predictions topic (to see its cost)")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep each run's engine config, log and snapshots (the path is printed)")
     args = parser.parse_args(argv)
     if args.events < 1 or args.runs < 1:
         parser.error("--events and --runs must be at least 1")
@@ -454,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
             for index in range(1, args.runs + 1):
                 results.append(run_once(index, bootstrap, events, workdir, args.timeout, args.keep_topics, not args.no_predictions))
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep_workdir:
+            print(f"engine configs, logs and snapshots kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     median = medians(results)
     print_table(results, median)
