@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -238,7 +239,7 @@ class _PredictionProducer:
         self.producer, self.topic = producer, topic
         self.written = 0
         self.confirmed = 0
-        self.errors: list[str] = []
+        self.errors: deque[str] = deque()  # appended on the producer's IO thread, taken by report()
         self._fast_written: dict[int, int] = {}  # id of a watched batch -> records this wrote into it
         self._accumulator = getattr(producer, "_accumulator", None)
         self._wakeup = getattr(getattr(producer, "_sender", None), "wakeup", None)
@@ -294,7 +295,7 @@ class _PredictionProducer:
             self._wakeup()  # type: ignore[misc]  # the batch is full: the sender may take it
         return stop
 
-    # Called on the producer's IO thread; each counter has one writer, so no lock is needed.
+    # Called on the producer's IO thread; each counter has a single writer, so no lock is needed.
     def _batch_confirmed(self, key: int, result: tuple[Any, Any, Any]) -> None:
         written = self._fast_written.pop(key)
         record_exceptions = result[2]  # kafka-python completes a failed batch's future with this
@@ -311,8 +312,7 @@ class _PredictionProducer:
 
     def report(self, flushed: bool) -> dict[str, Any]:
         """After a flush: the failures since the last report, and any record written but not confirmed."""
-        errors = list(self.errors)
-        self.errors.clear()
+        errors = [self.errors.popleft() for _ in range(len(self.errors))]
         unconfirmed = self.written - self.confirmed
         if flushed and unconfirmed and not errors:
             errors.append(f"{unconfirmed} record(s) written but never confirmed by the broker")
