@@ -136,6 +136,9 @@ class Demo:
             # The analysts' capacity is a budget too: never ask faster than they can answer.
             budget={"fraction": options.budget, "rate": f"{capacity} per second", "max_open_requests": max(10, int(capacity * 30))},
             requests={"ttl_seconds": 60, "label_wait_seconds": 5},
+            # The new fraud pattern shows in the events too (bursts of payments from new cards): the
+            # per-feature watches see it without a label, beside the label-free and label signals.
+            drift={"features": ("velocity_1h", "card_age_days")},
             snapshots={"dir": str(workdir / "snapshots"), "interval_seconds": 10},
             metrics={"port": options.metrics_port},
             review={"port": options.review_port or 0, "db_path": str(workdir / "review.sqlite3"), "double_annotation_share": 0.1,
