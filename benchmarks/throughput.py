@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     median = medians(results)
     print_table(results, median)
     print(
-        f"\nmachine: {os.cpu_count()} vCPUs (on the reference machine the 2 vCPUs behave like ~1 core); the plain loop and\n"
+        f"\nmachine: {os.cpu_count()} vCPUs (two busy processes get ~1.8x one on the reference box when it is quiet); the plain loop and\n"
         "the engine run one after the other, but the broker (and, for the engine, the analyst thread) share the CPU.\n"
         f"events: {args.events:,} per run, {FEATURES} features, {PARTITIONS} partitions; engine: logistic_regression,"
         f" budget.fraction {BUDGET_FRACTION}, predictions {'off' if args.no_predictions else 'on'}; crc32c in C: {'yes' if crc_fast else 'NO'}.\n"

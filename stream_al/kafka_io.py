@@ -220,8 +220,8 @@ class _PredictionProducer:
     """The writer process's producer: a partition's run of values becomes records in one go.
 
     ``KafkaProducer.send`` costs ~15 µs of CPU per record (checks, locks, a future per record, the
-    record's encoding), and the writer sends one record per event on a 2-vCPU box that behaves like
-    one core, so its CPU is taken from the engine's. For each partition's run of values this
+    record's encoding), and the writer sends one record per event on a small box where its CPU
+    competes with the engine's. For each partition's run of values this
     writes the records straight into the open batch of the producer's record accumulator (under
     the accumulator's lock for that partition, as ``append`` does), ~1 µs each; when there is no
     open batch with room, the next value goes through ``accumulator.append``, which opens one. The
