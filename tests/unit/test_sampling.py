@@ -333,16 +333,26 @@ def test_variable_uncertainty_prefers_uncertain_events():
 
 
 @pytest.mark.parametrize("random_share", [0.1, 0.3])
-def test_random_audit_decisions_are_drawn_from_the_hash(random_share):
+def test_random_audits_are_a_jittered_systematic_sample_blind_to_the_scores(random_share):
     sampler = VariableUncertainty([FractionBudget(0.05)], seed=9, random_share=random_share)
     rng = random.Random(4)
-    choices = run_sampler(sampler, 20_000, lambda i: rng.uniform(0.5, 1.0))
-    audits = [(i, c) for i, c in enumerate(choices) if c.reason == "random"]
-    assert audits
-    for i, choice in audits:
-        # The base probability, raised (times 1 + the audits owed) while the audits are behind.
-        assert random_share * 0.05 - 1e-12 <= choice.p_query <= 1.0
-        assert hash_bernoulli(9, f"e{i}", choice.p_query)
+    certainties = [rng.uniform(0.5, 1.0) for _ in range(20_000)]
+    choices = run_sampler(sampler, len(certainties), lambda i: certainties[i])
+    audits = [i for i, c in enumerate(choices) if c.reason == "random"]
+    assert len(audits) == pytest.approx(random_share * 0.05 * len(certainties), abs=1)
+    # The k-th audit comes once the audit share of the labels offered reaches k - 1 + u, u drawn
+    # from hash(seed, id of the previous audit); its chance per event is the audit rate.
+    jitter = hash_uniform(9, "audit")
+    for k, i in enumerate(audits):
+        assert random_share * 0.05 * (i + 1) - k >= jitter - 1e-9
+        assert choices[i].p_query == pytest.approx(random_share * 0.05)
+        jitter = hash_uniform(9, f"e{i}")
+    # Blind to the scores: audited events are as certain as any (uniform on [0.5, 1]: mean 0.75,
+    # sd 0.144), where the strategy's own picks are the least certain.
+    audited = [certainties[i] for i in audits]
+    assert sum(audited) / len(audited) == pytest.approx(0.75, abs=4 * 0.144 / len(audited) ** 0.5)
+    picked = [certainties[i] for i, c in enumerate(choices) if c.reason == "uncertainty"]
+    assert sum(picked) / len(picked) < 0.65
 
 
 @pytest.mark.parametrize("random_share", [0.1, 0.3])
