@@ -247,14 +247,22 @@ def ours_decision_loop(stream: Stream, budget: float, delay: int, seed: int) -> 
     settings = Settings(classes=list(stream.classes), positive_class=stream.positive_class, seed=seed,
                         budget={"fraction": budget, "clock": "event"})
     model = _learner(stream)
-    decide, predict = build_sampler(settings).decide, model.predict_proba_one
+    sampler = build_sampler(settings)
+    decide, predict = sampler.decide, model.predict_proba_one
     ids = [f"{stream.name}-{i}" for i in range(len(stream))]
 
     def step(i: int, x: dict) -> tuple[str | None, bool]:
         proba = predict(x)
-        return (max(proba, key=proba.get) if proba else None), decide(ids[i], proba, float(i)).query
+        query = decide(ids[i], proba, float(i)).query
+        sampler.in_flight += query  # the engine's open requests (Engine._show_label_loop)
+        return (max(proba, key=proba.get) if proba else None), query
 
-    return _prequential(stream, delay, step, model.learn_one)
+    def learn(x: dict, y: str) -> None:
+        model.learn_one(x, y)
+        sampler.in_flight -= 1
+        sampler.learned += 1
+
+    return _prequential(stream, delay, step, learn)
 
 
 def run_panel(streams: list[str], budgets: list[float], delays: list[int], events: int | None, seeds: list[int],

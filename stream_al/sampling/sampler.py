@@ -57,6 +57,8 @@ class Sampler:
     """
 
     audit_jitter = 0.5  # snapshots from before the systematic audit draw (see _audit_due)
+    in_flight = 0  # labels asked for and not answered yet (the engine's open requests), and
+    learned = 0  # labels the model has learned: the engine keeps both (strategies see in_flight / (in_flight + learned + 1))
 
     def __init__(
         self, strategy: Strategy, budgets: list[Budget], seed: int = 0, random_share: float = 0.1,
@@ -150,6 +152,8 @@ class Sampler:
         # would keep a balancing rule forever behind (owing a tenth of the budget at a 10% share),
         # and a rule that owes labels lowers its bar until it takes almost anything.
         context.offered, context.fraction = offered - self.audits, fraction if fraction < 1.0 else 1.0
+        in_flight = self.in_flight
+        context.stale = in_flight / (in_flight + self.learned + 1) if in_flight > 0 else 0.0
         if boost is not None:
             # While boosted the strategy is offered the extra labels too, or its bar (set for the
             # normal fraction) would leave the boost almost unspent.
@@ -286,12 +290,25 @@ class Sampler:
                 rule.forgiven += owed + max_owed
                 owed = -max_owed
             values = rule.sorted
-            if owed >= max_owed - 1e-9 or not values or rule.taken < rule.warm:
+            if owed >= max_owed - 1e-9:
+                b = 1.0
+            elif rule.blind >= rule.blind_jitter:  # a blind pick (labels in flight), as the rule does
+                rule.blind -= 1.0
+                rule.blind_jitter = hash_uniform(self.seed, "blind:" + event_id)
+                b = 1.0
+            elif not values or rule.taken < rule.warm:  # a stratified random pick, as the rule does
+                if rule.warm_wait > 0:
+                    rule.warm_wait -= 1
+                    return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
+                rule.warm_wait = int(hash_uniform(self.seed, "warm:" + event_id) * (1.0 / fraction - 1.0)) if fraction > 0.0 else 0
                 b = 1.0
             else:
                 b = rule.share * fraction * (1.0 + owed if owed >= 0.0 else 1.0 / (1.0 - owed))
             if b > 0.0 and (b >= 1.0 or utility >= values[int((1.0 - b) * (len(values) - 1))]):
                 rule.taken += 1.0
+                in_flight = self.in_flight
+                if in_flight > 0:
+                    rule.blind += in_flight / (in_flight + self.learned + 1)
                 return self._spend(Choice(True, self.strategy.reason if scores else "cold_start", uncertainty, 1.0, utility))
             return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         context = self._context
