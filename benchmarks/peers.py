@@ -254,7 +254,8 @@ def ours_decision_loop(stream: Stream, budget: float, delay: int, seed: int) -> 
     def step(i: int, x: dict) -> tuple[str | None, bool]:
         proba = predict(x)
         query = decide(ids[i], proba, float(i)).query
-        sampler.in_flight += query  # the engine's open requests (Engine._show_label_loop)
+        if query:
+            sampler.in_flight += 1  # the engine's open requests (Engine._show_label_loop)
         return (max(proba, key=proba.get) if proba else None), query
 
     def learn(x: dict, y: str) -> None:

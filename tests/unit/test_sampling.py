@@ -453,6 +453,9 @@ def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, r
     assert fast.decide.__func__ is Sampler._decide_fast
     rng = random.Random(11)
     for i in range(6000):
+        if i % 50 == 0:  # labels in flight (from event 2000 on) and learned, as the engine tells them
+            fast.in_flight = general.in_flight = 0 if i < 2000 else rng.randint(0, 30)
+            fast.learned = general.learned = i // 40
         roll = rng.random()
         if i < 30 or roll < 0.02:
             scores = {} if roll < 0.01 else {"legit": 0.5, "fraud": 0.5}  # cold: nothing known, all equal
@@ -469,6 +472,8 @@ def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, r
     assert [(b.tokens, b.events, b.spent) for b in fast.budgets] == [(b.tokens, b.events, b.spent) for b in general.budgets]
     rule_state = lambda s: {k: v for k, v in vars(s.strategy.rule).items()}  # noqa: E731
     assert rule_state(fast) == rule_state(general)
+    if strategy.startswith("quantile_filter") and fractions[0] < 1.0:
+        assert fast.strategy.rule.blind_jitter != 0.5  # blind picks were made (a jitter drawn)
     if fast.strategy.balance is not None:
         assert fast.strategy.balance.prior == general.strategy.balance.prior
 
