@@ -101,7 +101,8 @@ class Sampler:
             self._quantile = strategy.rule if type(strategy.rule) is BalancedQuantileFilter else None
             self._balance = strategy.balance
             self._single = self.budgets[0] if len(self.budgets) == 1 else None
-            self.decide = self._decide_fast  # type: ignore[method-assign]
+            default = self._single is not None and self._quantile is not None and self._balance is None
+            self.decide = self._decide_default if default else self._decide_fast  # type: ignore[method-assign]
 
     def decide(
         self, event_id: str, scores: Mapping[str, float], now: float, *, model: Any = None,
@@ -320,6 +321,83 @@ class Sampler:
         if p_query is None:
             return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         return self._spend(Choice(True, self.strategy.reason if scores else "cold_start", uncertainty, p_query, utility))
+
+    def _decide_default(
+        self, event_id: str, scores: Mapping[str, float], now: float, *, model: Any = None,
+        features: Mapping[str, Any] | None = None, open_requests: int | None = None,
+    ) -> Choice:
+        """:meth:`_decide_fast` for the default configuration on a binary model: one fraction
+        budget, the quantile filter over least confidence, no class balancing. The same arithmetic
+        without the branches for other shapes (``tests/unit/test_sampling.py`` checks it agrees with
+        :meth:`decide`); other scores go to :meth:`_decide_fast`."""
+        if len(scores) != 2:
+            return self._decide_fast(event_id, scores, now, model=model, features=features, open_requests=open_requests)
+        events = self.events = self.events + 1
+        budget = self._single
+        budget.events += 1
+        available = budget.tokens + budget.fraction
+        if available >= budget.burst:
+            available = budget.burst
+        budget.tokens = available
+        p1, p2 = scores.values()
+        top = p2 if p2 > p1 else p1
+        uncertainty = 1.0 - top
+        utility = uncertainty * 2
+        if utility > 1.0:
+            utility = 1.0
+        elif utility < 0.0:
+            utility = 0.0
+        rule = self._quantile
+        if top > _HALF_AND_TIE and rule.taken >= rule.warm:  # not cold: fed to the window
+            skipped = rule.skipped + 1
+            if skipped < rule.stride:
+                rule.skipped = skipped
+            else:  # BalancedQuantileFilter.feed, inlined
+                rule.skipped = 0
+                recent, values = rule.recent, rule.sorted
+                recent.append(utility)
+                insort(values, utility)
+                if len(recent) > rule.kept:
+                    del values[bisect_left(values, recent.popleft())]
+        if available < _WHOLE_LABEL:
+            return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
+        offered = budget.fraction * budget.events
+        fraction = offered / events
+        if fraction > 1.0:
+            fraction = 1.0
+        random_share, audits = self.random_share, self.audits
+        if random_share and random_share * offered - audits >= self.audit_jitter:
+            return self._audit(event_id, Choice(True, "random", uncertainty, random_share * fraction, utility))
+        max_owed, taken = rule.max_owed, rule.taken
+        owed = rule.share * (offered - audits) - taken - rule.forgiven
+        if owed > max_owed:
+            rule.forgiven += owed - max_owed
+            owed = max_owed
+        elif owed < -max_owed:
+            rule.forgiven += owed + max_owed
+            owed = -max_owed
+        values = rule.sorted
+        if owed >= max_owed - 1e-9:
+            b = 1.0
+        elif rule.blind >= rule.blind_jitter:
+            rule.blind -= 1.0
+            rule.blind_jitter = hash_uniform(self.seed, "blind:" + event_id)
+            b = 1.0
+        elif not values or taken < rule.warm:
+            if rule.warm_wait > 0:
+                rule.warm_wait -= 1
+                return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
+            rule.warm_wait = int(hash_uniform(self.seed, "warm:" + event_id) * (1.0 / fraction - 1.0))
+            b = 1.0
+        else:
+            b = rule.share * fraction * (1.0 + owed if owed >= 0.0 else 1.0 / (1.0 - owed))
+        if b > 0.0 and (b >= 1.0 or utility >= values[int((1.0 - b) * (len(values) - 1))]):
+            rule.taken = taken + 1.0
+            in_flight = self.in_flight
+            if in_flight > 0:
+                rule.blind += in_flight / (in_flight + self.learned + 1)
+            return self._spend(Choice(True, self.strategy.reason, uncertainty, 1.0, utility))
+        return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
 
     def _audit_due(self, offered: float) -> bool:
         """The audit share is a jittered systematic sample: the ``k``-th audit is the first event

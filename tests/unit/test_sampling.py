@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from stream_al.sampling import FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_bernoulli, hash_uniform
+from stream_al.sampling import BalancedQuantileFilter, FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_bernoulli, hash_uniform
 
 from .helpers import worst_excess
 
@@ -450,7 +450,8 @@ def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, r
         return Sampler(build_strategy(settings, "fraud"), [FractionBudget(f) for f in fractions], seed=5, random_share=random_share)
 
     fast, general = make(), make()
-    assert fast.decide.__func__ is Sampler._decide_fast
+    default = strategy == "quantile_filter" and len(fractions) == 1  # the default's own path, binary scores
+    assert fast.decide.__func__ is (Sampler._decide_default if default else Sampler._decide_fast)
     rng = random.Random(11)
     for i in range(6000):
         if i % 50 == 0:  # labels in flight (from event 2000 on) and learned, as the engine tells them
@@ -484,5 +485,7 @@ def test_the_fast_path_survives_a_pickle_round_trip_and_is_not_pickled():
     assert "decide" not in state and "_select" not in state
     clone = pickle.loads(pickle.dumps(sampler))
     assert clone.decide.__func__ is Sampler._decide_fast
+    default = Sampler(UtilityRule("least_confidence", BalancedQuantileFilter()), [FractionBudget(0.1)], seed=0)
+    assert pickle.loads(pickle.dumps(default)).decide.__func__ is Sampler._decide_default
     boosted = Sampler(UtilityRule("least_confidence", VariableThreshold()), [FractionBudget(0.1), RateBudget(1.0)], seed=0)
     assert boosted.decide.__func__ is Sampler.decide  # a rate budget: the general path
