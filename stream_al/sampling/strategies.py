@@ -78,15 +78,29 @@ What made the difference (same panel, 3000 events, budgets 5/10%, 3 seeds, mean 
 - the strategy is offered only the labels the audits did not take (``Context.offered``). Charged
   for the audits' labels, the quantile filter was always ``max_owed`` behind, so its bar fell to
   the top half of the window and it barely selected: .747 -> .757;
-- a warm start (``sampler.warm_start``, 10 labels): the first labels go to the first events the
-  budget pays for and their utilities stay out of the window. A scaled linear model of one label
-  gives every event the same utility; a window full of that tie held the bar above every later
-  event (phishing at 1%: 7 of 12 labels spent, accuracy .38; with it .69, random .65).
+- a warm start (``sampler.warm_start``, 10 labels): the first labels go to events the budget pays
+  for whatever their utility, and their utilities stay out of the window. A scaled linear model of
+  one label gives every event the same utility; a window full of that tie held the bar above every
+  later event (phishing at 1%: 7 of 12 labels spent, accuracy .38; with it .69, random .65);
+- the warm start's events are a stratified random sample (one random event of each stretch that
+  earns a label, drawn from hash(seed, id)), not the first event each label pays for: on a stream
+  in a fixed order that was the same events for every seed, and phishing's were a poor start
+  (5%, no delay, seeds 0-2: -.014 against random; 12 seeds: +.003);
+- blind picks while labels are in flight (``BalancedQuantileFilter.blind``): each label taken owes
+  ``in flight / (in flight + learned + 1)`` of a pick made whatever the utility. A model that
+  learns 500 events late keeps asking about the same stale boundary, and its picks in flight are
+  redundant; after an abrupt drift they also miss the region whose class flipped. 500-event delay,
+  5/10%, 3000 events, 12 seeds: mean advantage over random -.001 -> +.005, worst cell -.023 (SEA
+  10%) -> -.008; still below random in 7 of 14 cells, each within 2 standard errors.
 
 Tried and not kept (same measure): a smaller or larger window (500: +.003, 2000: +.001; noise), a
-larger audit share (0.2: +.001, 0.3: -.001), warm starts of 5 or 20 (-.000, -.003), widening the
-bar by the labels in flight under delay (-.004: it lost more on bananas and the 2%-positive stream
-than it gained on SEA), a budget that lends its first labels (+.002 with a broken filter, -.001
+larger audit share (0.2: +.001, 0.3: -.001; under the 500-event delay even 0.5 stayed below
+random in 6 of 14 cells), warm starts of 5 or 20 (-.000, -.003), widening the bar by the labels in
+flight under delay (-.004: it lost more on bananas and the 2%-positive stream than it gained on
+SEA), twice the blind share (``2 x in flight / (...)``: +.002 against +.004 in a 6-seed prototype), a scaler that learns
+from every event, labelled or not (both the default and random gain, phishing +.02-.03 and
+shuttle up to +.06, but the default stays below random in as many cells; and the model would no
+longer be a function of the label log, which replicas and recovery rely on), a budget that lends its first labels (+.002 with a broken filter, -.001
 after the fixes), ``balance_classes`` (it asks about events whose posterior crosses the running
 prior, not the likeliest rare positives: in ``test_the_default_strategy_queries_rare_positives``
 0.2% of its labels were positives, against over 30% for the unbalanced filter).
