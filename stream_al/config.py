@@ -115,7 +115,9 @@ class SamplerSettings(_Section):
 
     strategy: StrategyName = Field("quantile_filter", description="random, fixed_uncertainty, variable_uncertainty, "
         "randomized_variable_uncertainty, split, entropy, quantile_filter, committee, anomaly, exploit_explore")
-    utility: UtilityName = Field("least_confidence", description="uncertainty measure of threshold and quantile strategies")
+    # margin: on two classes the same as least confidence; on more it looks at the runner-up too
+    # (ImageSegments, 7 classes, 5%: .683 against random's .626, where least confidence had .574).
+    utility: UtilityName = Field("margin", description="uncertainty measure of threshold and quantile strategies")
     balance_classes: bool = Field(False, description="measure uncertainty against the running class prior (rare positives)")
     balance_horizon: int = Field(2000, ge=10, description="events the class prior is averaged over")
     initial_threshold: float = Field(0.9, gt=0, le=1, description="variable thresholds: query while confidence < threshold")

@@ -15,7 +15,7 @@ from stream_al.sampling.budgets import EPSILON, Budget, DriftBoost, FractionBudg
 from stream_al.sampling.randomness import hash_bernoulli, hash_uniform
 from stream_al.sampling.rules import BalancedQuantileFilter, Context, VariableThreshold  # noqa: F401 (doctest)
 from stream_al.sampling.strategies import Strategy, UtilityRule
-from stream_al.sampling.utilities import ClassBalance, least_confidence
+from stream_al.sampling.utilities import ClassBalance, least_confidence, margin
 
 _WHOLE_LABEL = 1.0 - EPSILON  # a budget holding this much can pay for one label
 _INF = math.inf
@@ -90,8 +90,9 @@ class Sampler:
         # The default shape: only fraction budgets (no cap, no boost) and least confidence under a rule
         # that either ignores utilities until it selects (``feed = None``) or takes them by ``feed``.
         plain = self.drift_boost is None and all(type(b) is FractionBudget for b in self.budgets)
-        lean = type(strategy) is UtilityRule and strategy.measure is least_confidence and (
-            strategy.balance is None or type(strategy.balance) is ClassBalance
+        lean = type(strategy) is UtilityRule and (
+            strategy.measure is least_confidence and (strategy.balance is None or type(strategy.balance) is ClassBalance)
+            or strategy.measure is margin and strategy.balance is None
         )
         feed = getattr(strategy.rule, "feed", _NO_FEED) if lean else _NO_FEED
         self.__dict__.pop("decide", None)
@@ -100,6 +101,7 @@ class Sampler:
             self._select = strategy.rule.select
             self._quantile = strategy.rule if type(strategy.rule) is BalancedQuantileFilter else None
             self._balance = strategy.balance
+            self._margin = strategy.measure is margin
             self._single = self.budgets[0] if len(self.budgets) == 1 else None
             default = self._single is not None and self._quantile is not None and self._balance is None
             self.decide = self._decide_default if default else self._decide_fast  # type: ignore[method-assign]
@@ -217,10 +219,13 @@ class Sampler:
         balance = self._balance
         if balance is None and len(scores) == 2:  # the commonest shape, binary and unbalanced: the same arithmetic
             p1, p2 = scores.values()
-            top = p2 if p2 > p1 else p1
+            if p2 > p1:
+                top, low = p2, p1
+            else:
+                top, low = p1, p2
             uncertainty = 1.0 - top
             cold = top <= _HALF_AND_TIE  # top * 2 <= 1 + 1e-12 (halving is exact)
-            utility = uncertainty * 2
+            utility = 1.0 - (top - low) if self._margin else uncertainty * 2  # margin / least confidence
             if utility > 1.0:
                 utility = 1.0
             elif utility < 0.0:
@@ -236,6 +241,15 @@ class Sampler:
             cold = top * k <= 1.0 + 1e-12  # the top is the mean: all equal
             if k < 2:
                 utility = 1.0
+            elif self._margin:  # utilities.margin (never with a balance: see _plan)
+                first = second = 0.0
+                for p in scores.values():
+                    if p > first:
+                        first, second = p, first
+                    elif p > second:
+                        second = p
+                utility = 1.0 - (first - second)
+                utility = 1.0 if utility > 1.0 else (0.0 if utility < 0.0 else utility)
             else:
                 doubt = top
                 if balance is not None:
@@ -340,9 +354,12 @@ class Sampler:
             available = budget.burst
         budget.tokens = available
         p1, p2 = scores.values()
-        top = p2 if p2 > p1 else p1
+        if p2 > p1:
+            top, low = p2, p1
+        else:
+            top, low = p1, p2
         uncertainty = 1.0 - top
-        utility = uncertainty * 2
+        utility = 1.0 - (top - low) if self._margin else uncertainty * 2  # margin / least confidence
         if utility > 1.0:
             utility = 1.0
         elif utility < 0.0:
@@ -421,7 +438,7 @@ class Sampler:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_context"] = None  # per-event scratch; it may hold the model, which the snapshot has already
-        for name in ("decide", "_select", "_quantile", "_balance", "_feeds", "_single"):  # derived in _plan (bound methods: the rule would be pickled twice)
+        for name in ("decide", "_select", "_quantile", "_balance", "_feeds", "_single", "_margin"):  # derived in _plan (bound methods: the rule would be pickled twice)
             state.pop(name, None)
         return state
 

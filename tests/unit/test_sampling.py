@@ -437,7 +437,7 @@ def test_decisions_replay_identically_with_the_same_seed_and_ids():
 # The fast path (Sampler._decide_fast) decides exactly as the general one (Sampler.decide)
 
 
-@pytest.mark.parametrize("strategy", ["quantile_filter", "quantile_filter balanced", "variable_uncertainty balanced",
+@pytest.mark.parametrize("strategy", ["quantile_filter", "quantile_filter least_confidence", "quantile_filter balanced", "variable_uncertainty balanced",
                                       "randomized_variable_uncertainty", "split", "random"])
 @pytest.mark.parametrize(("fractions", "random_share"), [((0.05,), 0.1), ((0.01,), 0.0), ((0.2, 0.5), 0.3), ((1.0,), 1.0)])
 def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, random_share):
@@ -445,12 +445,15 @@ def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, r
     from stream_al.sampling import build_strategy
 
     def make() -> Sampler:
-        name, _, balance = strategy.partition(" ")
-        settings = SamplerSettings(strategy=name, balance_classes=balance == "balanced")
+        name, _, extra = strategy.partition(" ")
+        # The fast path balances classes under least confidence only (margin, the default utility,
+        # takes the general path there).
+        utility = "least_confidence" if extra in ("balanced", "least_confidence") else "margin"
+        settings = SamplerSettings(strategy=name, balance_classes=extra == "balanced", utility=utility)
         return Sampler(build_strategy(settings, "fraud"), [FractionBudget(f) for f in fractions], seed=5, random_share=random_share)
 
     fast, general = make(), make()
-    default = strategy == "quantile_filter" and len(fractions) == 1  # the default's own path, binary scores
+    default = strategy in ("quantile_filter", "quantile_filter least_confidence") and len(fractions) == 1  # the default's own path
     assert fast.decide.__func__ is (Sampler._decide_default if default else Sampler._decide_fast)
     rng = random.Random(11)
     for i in range(6000):
