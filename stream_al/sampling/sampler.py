@@ -87,8 +87,9 @@ class Sampler:
     def _plan(self) -> None:
         """Choose the per-event path (again after unpickling: the choice is derived, not state)."""
         strategy = self.strategy
-        # The default shape: only fraction budgets (no cap, no boost) and least confidence under a rule
-        # that either ignores utilities until it selects (``feed = None``) or takes them by ``feed``.
+        # The default shape: only fraction budgets (no cap, no boost) and least confidence (or margin,
+        # without class balancing) under a rule that either ignores utilities until it selects
+        # (``feed = None``) or takes them by ``feed``.
         plain = self.drift_boost is None and all(type(b) is FractionBudget for b in self.budgets)
         lean = type(strategy) is UtilityRule and (
             strategy.measure is least_confidence and (strategy.balance is None or type(strategy.balance) is ClassBalance)
@@ -185,8 +186,8 @@ class Sampler:
         self, event_id: str, scores: Mapping[str, float], now: float, *, model: Any = None,
         features: Mapping[str, Any] | None = None, open_requests: int | None = None,
     ) -> Choice:
-        """:meth:`decide` for the default shape, fraction budgets and a least-confidence rule with
-        nothing else (no cap, no boost, no class balancing): the same decisions and the same state,
+        """:meth:`decide` for the default shape, fraction budgets and a least-confidence (or margin)
+        rule with nothing else (no cap, no boost): the same decisions and the same state,
         in a third of the time (``tests/unit/test_sampling.py`` checks they agree).
 
         What it saves: method calls per budget (``on_event``, ``target``), the strategy's
