@@ -127,7 +127,7 @@ class SamplerSettings(_Section):
     random_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on random audit labels")
     split_share: float = Field(0.2, ge=0, le=1, description="split: its random share (replaces random_share)")
     quantile_window: int = Field(1000, ge=10, description="quantile strategies: recent utilities the quantile is taken over")
-    warm_start: int = Field(10, ge=0, description="quantile_filter: its first labels go to the first events the budget pays for")
+    warm_start: int = Field(10, ge=0, description="quantile_filter: its first labels go to random events, one per stretch that earns a label")
     entropy_exponent: float = Field(3.0, gt=0, description="entropy: query probability proportional to entropy^this")
     exploit_share: float = Field(0.5, ge=0, le=1, description="exploit_explore: share of the budget for the likeliest positives")
 

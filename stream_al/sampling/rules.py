@@ -184,7 +184,8 @@ class BalancedQuantileFilter:
         # quantile of 250 systematic samples of 1000 events is as good a bar as one of all 1000.
         self.stride = stride
         self.kept = max(2, window // stride)
-        # The first ``warm`` labels go to the first events the budget pays for, and the utilities
+        # The first ``warm`` labels go to events the budget pays for whatever their utility (a
+        # stratified random sample, see ``select``), and the utilities
         # seen meanwhile stay out of the window: a model of a handful of labels changes with each
         # one, so the bar it leaves would be stale (with one label a scaled linear model gives every
         # event the same utility, and a window full of that tie starves the budget).

@@ -372,7 +372,8 @@ def test_the_default_is_the_quantile_filter_and_shipped_configs_still_load():
 def test_the_warm_start_keeps_a_young_models_tied_doubts_out_of_the_window():
     """A model of one label (a scaled linear model) gives every event the same utility; with those
     ties in the window the bar sits above every later event and the budget starves. The warm start
-    gives the first labels to the first events the budget pays for, and keeps their utilities out."""
+    gives the first labels to events the budget pays for whatever their utility, and keeps their
+    utilities out."""
     def spent(warm: int) -> int:
         sampler = sampler_for("quantile_filter", fraction=0.01, random_share=0.0, warm_start=warm)
         later = stream_of_doubts(5, 1250)
