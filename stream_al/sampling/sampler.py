@@ -345,7 +345,9 @@ class Sampler:
         budget, the quantile filter over least confidence, no class balancing. The same arithmetic
         without the branches for other shapes (``tests/unit/test_sampling.py`` checks it agrees with
         :meth:`decide`); other scores go to :meth:`_decide_fast`."""
-        if len(scores) != 2:
+        try:
+            p1, p2 = scores.values()
+        except ValueError:  # not two classes (unpacking is cheaper than len() first)
             return self._decide_fast(event_id, scores, now, model=model, features=features, open_requests=open_requests)
         events = self.events = self.events + 1
         budget = self._single
@@ -354,7 +356,6 @@ class Sampler:
         if available >= budget.burst:
             available = budget.burst
         budget.tokens = available
-        p1, p2 = scores.values()
         if p2 > p1:
             top, low = p2, p1
         else:
