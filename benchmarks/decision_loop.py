@@ -6,7 +6,7 @@ label; nothing is learned inside the timed loop, so both time exactly "score + d
 
 - ``score only``: ``model.predict_proba_one(x)``, the floor every sampler pays;
 - ``stream-al <strategy>``: ``predict_proba_one`` + ``Sampler.decide`` (a 5% fraction budget and
-  the default 10% random audit share, decisions drawn from hash(seed, event id));
+  the default 10% random audit share, a jittered systematic sample drawn from hash(seed, event id));
 - ``river EntropySampler``: ``EntropySampler.predict_proba_one`` (score + entropy + RNG draw).
 
     .venv/bin/python benchmarks/decision_loop.py                    # 20000 events, 7 runs

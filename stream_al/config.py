@@ -115,7 +115,9 @@ class SamplerSettings(_Section):
 
     strategy: StrategyName = Field("quantile_filter", description="random, fixed_uncertainty, variable_uncertainty, "
         "randomized_variable_uncertainty, split, entropy, quantile_filter, committee, anomaly, exploit_explore")
-    utility: UtilityName = Field("least_confidence", description="uncertainty measure of threshold and quantile strategies")
+    # margin: on two classes the same as least confidence; on more it looks at the runner-up too
+    # (ImageSegments, 7 classes, 5%: .683 against random's .626, where least confidence had .574).
+    utility: UtilityName = Field("margin", description="uncertainty measure of threshold and quantile strategies")
     balance_classes: bool = Field(False, description="measure uncertainty against the running class prior (rare positives)")
     balance_horizon: int = Field(2000, ge=10, description="events the class prior is averaged over")
     initial_threshold: float = Field(0.9, gt=0, le=1, description="variable thresholds: query while confidence < threshold")
@@ -125,7 +127,7 @@ class SamplerSettings(_Section):
     random_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on random audit labels")
     split_share: float = Field(0.2, ge=0, le=1, description="split: its random share (replaces random_share)")
     quantile_window: int = Field(1000, ge=10, description="quantile strategies: recent utilities the quantile is taken over")
-    warm_start: int = Field(10, ge=0, description="quantile_filter: its first labels go to the first events the budget pays for")
+    warm_start: int = Field(10, ge=0, description="quantile_filter: its first labels go to random events, one per stretch that earns a label")
     entropy_exponent: float = Field(3.0, gt=0, description="entropy: query probability proportional to entropy^this")
     exploit_share: float = Field(0.5, ge=0, le=1, description="exploit_explore: share of the budget for the likeliest positives")
 

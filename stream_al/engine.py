@@ -302,6 +302,12 @@ class Engine:
         if len(self.pending) > self.settings.requests.max_pending:
             _, oldest = self.pending.popitem(last=False)
             self._keep_expired(oldest)
+        self._show_label_loop()
+
+    def _show_label_loop(self) -> None:
+        """Tell the sampler how many labels are in flight and learned (the default strategy takes
+        some labels blind while its model is behind on the labels it asked for)."""
+        self.sampler.in_flight, self.sampler.learned = len(self.pending), self.counters.labels_applied
 
     def _keep_expired(self, request: LabelRequest) -> None:
         self.counters.expired += 1
@@ -360,6 +366,7 @@ class Engine:
         self.model.learn_one(features, value)
         self.model_version += 1
         self.counters.labels_applied += 1
+        self._show_label_loop()
         self.counters.corrections += correction
         if self.background is not None:
             self._teach_background(features, value)
@@ -474,6 +481,7 @@ class Engine:
                 break
             del self.pending[rid]
             self._keep_expired(request)
+            self._show_label_loop()
 
     # -- reporting ------------------------------------------------------------------------------
 

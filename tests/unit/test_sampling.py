@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from stream_al.sampling import FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_bernoulli, hash_uniform
+from stream_al.sampling import BalancedQuantileFilter, FractionBudget, RateBudget, Sampler, UtilityRule, VariableThreshold, hash_bernoulli, hash_uniform
 
 from .helpers import worst_excess
 
@@ -333,16 +333,26 @@ def test_variable_uncertainty_prefers_uncertain_events():
 
 
 @pytest.mark.parametrize("random_share", [0.1, 0.3])
-def test_random_audit_decisions_are_drawn_from_the_hash(random_share):
+def test_random_audits_are_a_jittered_systematic_sample_blind_to_the_scores(random_share):
     sampler = VariableUncertainty([FractionBudget(0.05)], seed=9, random_share=random_share)
     rng = random.Random(4)
-    choices = run_sampler(sampler, 20_000, lambda i: rng.uniform(0.5, 1.0))
-    audits = [(i, c) for i, c in enumerate(choices) if c.reason == "random"]
-    assert audits
-    for i, choice in audits:
-        # The base probability, raised (times 1 + the audits owed) while the audits are behind.
-        assert random_share * 0.05 - 1e-12 <= choice.p_query <= 1.0
-        assert hash_bernoulli(9, f"e{i}", choice.p_query)
+    certainties = [rng.uniform(0.5, 1.0) for _ in range(20_000)]
+    choices = run_sampler(sampler, len(certainties), lambda i: certainties[i])
+    audits = [i for i, c in enumerate(choices) if c.reason == "random"]
+    assert len(audits) == pytest.approx(random_share * 0.05 * len(certainties), abs=1)
+    # The k-th audit comes once the audit share of the labels offered reaches k - 1 + u, u drawn
+    # from hash(seed, id of the previous audit); its chance per event is the audit rate.
+    jitter = hash_uniform(9, "audit")
+    for k, i in enumerate(audits):
+        assert random_share * 0.05 * (i + 1) - k >= jitter - 1e-9
+        assert choices[i].p_query == pytest.approx(random_share * 0.05)
+        jitter = hash_uniform(9, f"e{i}")
+    # Blind to the scores: audited events are as certain as any (uniform on [0.5, 1]: mean 0.75,
+    # sd 0.144), where the strategy's own picks are the least certain.
+    audited = [certainties[i] for i in audits]
+    assert sum(audited) / len(audited) == pytest.approx(0.75, abs=4 * 0.144 / len(audited) ** 0.5)
+    picked = [certainties[i] for i, c in enumerate(choices) if c.reason == "uncertainty"]
+    assert sum(picked) / len(picked) < 0.65
 
 
 @pytest.mark.parametrize("random_share", [0.1, 0.3])
@@ -427,7 +437,7 @@ def test_decisions_replay_identically_with_the_same_seed_and_ids():
 # The fast path (Sampler._decide_fast) decides exactly as the general one (Sampler.decide)
 
 
-@pytest.mark.parametrize("strategy", ["quantile_filter", "quantile_filter balanced", "variable_uncertainty balanced",
+@pytest.mark.parametrize("strategy", ["quantile_filter", "quantile_filter least_confidence", "quantile_filter balanced", "variable_uncertainty balanced",
                                       "randomized_variable_uncertainty", "split", "random"])
 @pytest.mark.parametrize(("fractions", "random_share"), [((0.05,), 0.1), ((0.01,), 0.0), ((0.2, 0.5), 0.3), ((1.0,), 1.0)])
 def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, random_share):
@@ -435,14 +445,21 @@ def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, r
     from stream_al.sampling import build_strategy
 
     def make() -> Sampler:
-        name, _, balance = strategy.partition(" ")
-        settings = SamplerSettings(strategy=name, balance_classes=balance == "balanced")
+        name, _, extra = strategy.partition(" ")
+        # The fast path balances classes under least confidence only (margin, the default utility,
+        # takes the general path there).
+        utility = "least_confidence" if extra in ("balanced", "least_confidence") else "margin"
+        settings = SamplerSettings(strategy=name, balance_classes=extra == "balanced", utility=utility)
         return Sampler(build_strategy(settings, "fraud"), [FractionBudget(f) for f in fractions], seed=5, random_share=random_share)
 
     fast, general = make(), make()
-    assert fast.decide.__func__ is Sampler._decide_fast
+    default = strategy in ("quantile_filter", "quantile_filter least_confidence") and len(fractions) == 1  # the default's own path
+    assert fast.decide.__func__ is (Sampler._decide_default if default else Sampler._decide_fast)
     rng = random.Random(11)
     for i in range(6000):
+        if i % 50 == 0:  # labels in flight (from event 2000 on) and learned, as the engine tells them
+            fast.in_flight = general.in_flight = 0 if i < 2000 else rng.randint(0, 30)
+            fast.learned = general.learned = i // 40
         roll = rng.random()
         if i < 30 or roll < 0.02:
             scores = {} if roll < 0.01 else {"legit": 0.5, "fraud": 0.5}  # cold: nothing known, all equal
@@ -459,6 +476,8 @@ def test_the_fast_path_decides_exactly_as_the_general_one(strategy, fractions, r
     assert [(b.tokens, b.events, b.spent) for b in fast.budgets] == [(b.tokens, b.events, b.spent) for b in general.budgets]
     rule_state = lambda s: {k: v for k, v in vars(s.strategy.rule).items()}  # noqa: E731
     assert rule_state(fast) == rule_state(general)
+    if strategy.startswith("quantile_filter") and fractions[0] < 1.0:
+        assert fast.strategy.rule.blind_jitter != 0.5  # blind picks were made (a jitter drawn)
     if fast.strategy.balance is not None:
         assert fast.strategy.balance.prior == general.strategy.balance.prior
 
@@ -469,5 +488,7 @@ def test_the_fast_path_survives_a_pickle_round_trip_and_is_not_pickled():
     assert "decide" not in state and "_select" not in state
     clone = pickle.loads(pickle.dumps(sampler))
     assert clone.decide.__func__ is Sampler._decide_fast
+    default = Sampler(UtilityRule("least_confidence", BalancedQuantileFilter()), [FractionBudget(0.1)], seed=0)
+    assert pickle.loads(pickle.dumps(default)).decide.__func__ is Sampler._decide_default
     boosted = Sampler(UtilityRule("least_confidence", VariableThreshold()), [FractionBudget(0.1), RateBudget(1.0)], seed=0)
     assert boosted.decide.__func__ is Sampler.decide  # a rate budget: the general path
