@@ -7,7 +7,11 @@ label; nothing is learned inside the timed loop, so both time exactly "score + d
 - ``score only``: ``model.predict_proba_one(x)``, the floor every sampler pays;
 - ``stream-al <strategy>``: ``predict_proba_one`` + ``Sampler.decide`` (a 5% fraction budget and
   the default 10% random audit share, a jittered systematic sample drawn from hash(seed, event id));
-- ``river EntropySampler``: ``EntropySampler.predict_proba_one`` (score + entropy + RNG draw).
+- ``river EntropySampler``: ``EntropySampler.predict_proba_one`` (score + entropy + RNG draw);
+- ``stream-al engine path``: what the Kafka runner does with the default strategy: each chunk of
+  ``LABEL_CHECK_EVERY`` (250) events scored at once (``models.batch_scorer``, numpy; the same
+  scores as ``predict_proba_one`` to 1e-9), then ``Sampler.decide`` event by event. River's sampler
+  can only score one event at a time; this is the loop stream-al actually runs.
 
     .venv/bin/python benchmarks/decision_loop.py                    # 20000 events, 7 runs
     .venv/bin/python benchmarks/decision_loop.py --events 50000 --runs 9 --strategies quantile_filter random
@@ -28,7 +32,8 @@ from typing import Any, Callable
 from river import active
 
 from stream_al.config import SamplerSettings
-from stream_al.models import build_model
+from stream_al.models import batch_scorer, build_model
+from stream_al.runner import LABEL_CHECK_EVERY
 from stream_al.sampling import FractionBudget, Sampler, build_strategy, random_share_of
 
 CLASSES = ("legit", "fraud")
@@ -96,7 +101,21 @@ def main(argv: list[str] | None = None) -> None:
             asked += predict(x)[1]
         return asked
 
-    loops: dict[str, Callable[[], int]] = {"score only": score_only, "river EntropySampler": river_entropy}
+    def engine_path() -> int:
+        model = copy.deepcopy(warm)
+        settings = SamplerSettings()
+        sampler = Sampler(build_strategy(settings, "fraud"), [FractionBudget(0.05)], seed=0, random_share=random_share_of(settings))
+        score, decide = batch_scorer(model), sampler.decide
+        asked = 0
+        for start in range(0, n, LABEL_CHECK_EVERY):
+            chunk = timed_events[start : start + LABEL_CHECK_EVERY]
+            for (event_id, _, _), scores in zip(chunk, score([x for _, x, _ in chunk])):
+                asked += decide(event_id, scores, float(start)).query
+        return asked
+
+    loops: dict[str, Callable[[], int]] = {
+        "score only": score_only, "river EntropySampler": river_entropy, "stream-al engine path (batch score)": engine_path,
+    }
     for strategy in args.strategies:
         loops[f"stream-al {strategy}"] = stream_al(strategy)
     for run in range(args.runs):
