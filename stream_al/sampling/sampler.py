@@ -242,15 +242,8 @@ class Sampler:
             cold = top * k <= 1.0 + 1e-12  # the top is the mean: all equal
             if k < 2:
                 utility = 1.0
-            elif self._margin:  # utilities.margin (never with a balance: see _plan)
-                first = second = 0.0
-                for p in scores.values():
-                    if p > first:
-                        first, second = p, first
-                    elif p > second:
-                        second = p
-                utility = 1.0 - (first - second)
-                utility = 1.0 if utility > 1.0 else (0.0 if utility < 0.0 else utility)
+            elif self._margin:  # never with a balance: see _plan
+                utility = margin(scores)
             else:
                 doubt = top
                 if balance is not None:
@@ -296,37 +289,8 @@ class Sampler:
         if random_share and random_share * offered - self.audits >= self.audit_jitter:  # _audit_due, inlined
             return self._audit(event_id, Choice(True, "random", uncertainty, random_share * fraction, utility))
         rule = self._quantile
-        if rule is not None:  # the default rule: BalancedQuantileFilter.select inlined, no context
-            max_owed = rule.max_owed
-            owed = rule.share * (offered - self.audits) - rule.taken - rule.forgiven
-            if owed > max_owed:
-                rule.forgiven += owed - max_owed
-                owed = max_owed
-            elif owed < -max_owed:
-                rule.forgiven += owed + max_owed
-                owed = -max_owed
-            values = rule.sorted
-            if owed >= max_owed - 1e-9:
-                b = 1.0
-            elif rule.blind >= rule.blind_jitter:  # a blind pick (labels in flight), as the rule does
-                rule.blind -= 1.0
-                rule.blind_jitter = hash_uniform(self.seed, "blind:" + event_id)
-                b = 1.0
-            elif not values or rule.taken < rule.warm:  # a stratified random pick, as the rule does
-                if rule.warm_wait > 0:
-                    rule.warm_wait -= 1
-                    return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
-                rule.warm_wait = int(hash_uniform(self.seed, "warm:" + event_id) * (1.0 / fraction - 1.0)) if fraction > 0.0 else 0
-                b = 1.0
-            else:
-                b = rule.share * fraction * (1.0 + owed if owed >= 0.0 else 1.0 / (1.0 - owed))
-            if b > 0.0 and (b >= 1.0 or utility >= values[int((1.0 - b) * (len(values) - 1))]):
-                rule.taken += 1.0
-                in_flight = self.in_flight
-                if in_flight > 0:
-                    rule.blind += in_flight / (in_flight + self.learned + 1)
-                return self._spend(Choice(True, self.strategy.reason if scores else "cold_start", uncertainty, 1.0, utility))
-            return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
+        if rule is not None:  # the default rule, without a context
+            return self._select_quantile(rule, event_id, self.strategy.reason if scores else "cold_start", uncertainty, utility, offered, fraction)
         context = self._context
         if context is None:
             context = self._context = Context(event_id, self.seed, 0.0, available)
@@ -384,11 +348,19 @@ class Sampler:
         fraction = offered / events
         if fraction > 1.0:
             fraction = 1.0
-        random_share, audits = self.random_share, self.audits
-        if random_share and random_share * offered - audits >= self.audit_jitter:
+        random_share = self.random_share
+        if random_share and random_share * offered - self.audits >= self.audit_jitter:
             return self._audit(event_id, Choice(True, "random", uncertainty, random_share * fraction, utility))
+        return self._select_quantile(rule, event_id, self.strategy.reason, uncertainty, utility, offered, fraction)
+
+    def _select_quantile(
+        self, rule: BalancedQuantileFilter, event_id: str, reason: str, uncertainty: float, utility: float,
+        offered: float, fraction: float,
+    ) -> Choice:
+        """``BalancedQuantileFilter.select`` inlined for the fast paths (an event with a label in
+        hand, after the audit check), without building its context; the same state changes."""
         max_owed, taken = rule.max_owed, rule.taken
-        owed = rule.share * (offered - audits) - taken - rule.forgiven
+        owed = rule.share * (offered - self.audits) - taken - rule.forgiven
         if owed > max_owed:
             rule.forgiven += owed - max_owed
             owed = max_owed
@@ -398,15 +370,15 @@ class Sampler:
         values = rule.sorted
         if owed >= max_owed - 1e-9:
             b = 1.0
-        elif rule.blind >= rule.blind_jitter:
+        elif rule.blind >= rule.blind_jitter:  # a blind pick (labels in flight), as the rule does
             rule.blind -= 1.0
             rule.blind_jitter = hash_uniform(self.seed, "blind:" + event_id)
             b = 1.0
-        elif not values or taken < rule.warm:
+        elif not values or taken < rule.warm:  # a stratified random pick, as the rule does
             if rule.warm_wait > 0:
                 rule.warm_wait -= 1
                 return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
-            rule.warm_wait = int(hash_uniform(self.seed, "warm:" + event_id) * (1.0 / fraction - 1.0))
+            rule.warm_wait = int(hash_uniform(self.seed, "warm:" + event_id) * (1.0 / fraction - 1.0)) if fraction > 0.0 else 0
             b = 1.0
         else:
             b = rule.share * fraction * (1.0 + owed if owed >= 0.0 else 1.0 / (1.0 - owed))
@@ -415,7 +387,7 @@ class Sampler:
             in_flight = self.in_flight
             if in_flight > 0:
                 rule.blind += in_flight / (in_flight + self.learned + 1)
-            return self._spend(Choice(True, self.strategy.reason, uncertainty, 1.0, utility))
+            return self._spend(Choice(True, reason, uncertainty, 1.0, utility))
         return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
 
     def _audit_due(self, offered: float) -> bool:
