@@ -38,10 +38,12 @@ from typing import Any, Callable, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord, Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAlreadyExistsError
-from kafka.record.memory_records import MemoryRecordsBuilder
-from kafka.record.util import encode_varint
+from kafka.errors import CorruptRecordError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from kafka.protocol.consumer import IsolationLevel
+from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
+from kafka.record.util import decode_varint, encode_varint
 from kafka.structs import OffsetAndMetadata
 
 from stream_al.config import KafkaSettings, Settings, TopicSettings
@@ -483,6 +485,189 @@ class PredictionWriter:
             self._process.kill()
 
 
+# -- the events consumer's record decoding --------------------------------------------------------
+
+
+def _varint_at(buffer: Any, pos: int) -> tuple[int, int]:
+    """Kafka's zigzag varint at ``pos``: (value, next position); one and two bytes inline, as
+    nearly every field of an event record is (kafka-python's ``decode_varint`` for the rest)."""
+    first = buffer[pos]
+    if first < 0x80:
+        return (first >> 1) ^ -(first & 1), pos + 1
+    second = buffer[pos + 1]
+    if second < 0x80:
+        raw = (first & 0x7F) | (second << 7)
+        return (raw >> 1) ^ -(raw & 1), pos + 2
+    return decode_varint(buffer, pos)
+
+
+def _decode_batch(batch: Any, topic: str, partition: int) -> tuple[list[ConsumerRecord], int]:
+    """Every record of a magic-2 batch as kafka-python's consumer returns it, and the records' bytes.
+
+    The same checks as kafka-python's ``DefaultRecordBatch._read_msg``: each record's length, the
+    header count, and no bytes left over.
+    """
+    batch._maybe_uncompress()
+    buffer, pos = batch._buffer, batch._pos
+    header = batch._header_data
+    base_offset, first_timestamp, leader_epoch = header[0], header[7], header[2]
+    timestamp_type = batch.timestamp_type
+    append_time = header[8] if timestamp_type == batch.LOG_APPEND_TIME else None
+    records: list[ConsumerRecord] = []
+    size = 0
+    for _ in range(header[12]):
+        length, pos = _varint_at(buffer, pos)
+        start = pos
+        # The one-byte cases of attributes (0), no key (-1) and no headers (0) are tested inline:
+        # three function calls fewer per record.
+        if buffer[pos] < 0x80:  # attributes, unused in format v2
+            pos += 1
+        else:
+            _, pos = _varint_at(buffer, pos)
+        timestamp_delta, pos = _varint_at(buffer, pos)
+        offset_delta, pos = _varint_at(buffer, pos)
+        if buffer[pos] == 0x01:
+            key: bytes | None = None
+            key_size = -1
+            pos += 1
+        else:
+            key_size, pos = _varint_at(buffer, pos)
+            if key_size >= 0:
+                key = bytes(buffer[pos : pos + key_size])
+                pos += key_size
+            else:
+                key, key_size = None, -1
+        value_size, pos = _varint_at(buffer, pos)
+        if value_size >= 0:
+            value: bytes | None = bytes(buffer[pos : pos + value_size])
+            pos += value_size
+        else:
+            value, value_size = None, -1
+        headers: list[tuple[str, bytes | None]] = []
+        header_size = -1
+        if buffer[pos] == 0x00:
+            pos += 1
+        else:
+            count, pos = _varint_at(buffer, pos)
+            if count < 0:
+                raise CorruptRecordError(f"Found invalid number of record headers {count}")
+            for _ in range(count):
+                name_size, pos = _varint_at(buffer, pos)
+                if name_size < 0:
+                    raise CorruptRecordError(f"Invalid negative header key size {name_size}")
+                name = buffer[pos : pos + name_size].decode("utf-8")
+                pos += name_size
+                item_size, pos = _varint_at(buffer, pos)
+                item = bytes(buffer[pos : pos + item_size]) if item_size >= 0 else None
+                pos += max(0, item_size)
+                headers.append((name, item))
+            header_size = sum(len(name.encode("utf-8")) + (len(item) if item is not None else 0) for name, item in headers)
+        if pos - start != length:
+            raise CorruptRecordError(f"Invalid record size: expected to read {length} bytes in record payload, but instead read {pos - start}")
+        size += length
+        records.append(ConsumerRecord(
+            topic, partition, leader_epoch, base_offset + offset_delta,
+            append_time if append_time is not None else first_timestamp + timestamp_delta, timestamp_type,
+            key, value, headers, None, key_size, value_size, header_size,
+        ))
+    if pos != len(buffer):
+        raise CorruptRecordError(f"{len(buffer) - pos} unconsumed bytes after all records consumed")
+    return records, size
+
+
+class _FastPartitionRecords(Fetcher.PartitionRecords):
+    """kafka-python's fetched-records iterator, with each magic-2 batch decoded in one function.
+
+    kafka-python decodes a record through a ``DefaultRecord`` object, a varint function call per
+    field and two deserializer calls: ~8 µs of the engine's one thread per event (~19% of it in
+    the throughput benchmark). This decodes a batch's records in one loop, ~4 µs each. Everything
+    else is kafka-python's: CRC checks, control batches, the fetch position, and the whole path
+    for deserializers, ``read_committed`` and the old message formats. At start
+    :func:`_fast_fetch_matches_kafka_python` compares the two on built batches; if they differ,
+    the consumer keeps kafka-python's own.
+    """
+
+    def _unpack_records(self, tp: TopicPartition, records: Any, key_deserializer: Any, value_deserializer: Any) -> Any:
+        if key_deserializer is not None or value_deserializer is not None or self.isolation_level != IsolationLevel.READ_UNCOMMITTED:
+            yield from super()._unpack_records(tp, records, key_deserializer, value_deserializer)
+            return
+        batch = records.next_batch()
+        last_batch = None
+        while batch is not None:
+            last_batch = batch
+            if self.check_crcs and not batch.validate_crc():
+                raise CorruptRecordError(f"Record batch for partition {self.topic_partition} at offset {batch.base_offset} failed crc check")
+            if batch.magic != 2:  # the old formats are rare: kafka-python's own record path
+                yield from self._unpack_legacy(tp, batch)
+            elif not batch.is_control_batch:  # control batches mark transactions; they carry no records for us
+                self.leader_epoch = batch.leader_epoch
+                try:
+                    decoded, size = _decode_batch(batch, tp.topic, tp.partition)
+                except (ValueError, IndexError) as exc:
+                    raise CorruptRecordError(f"Found invalid record structure: {exc!r}") from None
+                self.records_read += len(decoded)
+                self.bytes_read += size
+                for record in decoded:
+                    self.next_fetch_offset = record.offset + 1
+                    yield record
+            else:
+                self.next_fetch_offset = batch.next_offset
+            batch = records.next_batch()
+        if last_batch is not None and last_batch.magic == 2:
+            self.next_fetch_offset = last_batch.next_offset
+        self.drain()
+
+    def _unpack_legacy(self, tp: TopicPartition, batch: Any) -> Any:
+        for record in batch:
+            if self.check_crcs and not record.validate_crc():
+                raise CorruptRecordError(f"Record for partition {self.topic_partition} at offset {record.offset} failed crc check")
+            self.records_read += 1
+            self.bytes_read += record.size_in_bytes
+            self.next_fetch_offset = record.offset + 1
+            yield ConsumerRecord(
+                tp.topic, tp.partition, self.leader_epoch, record.offset, record.timestamp, record.timestamp_type,
+                record.key, record.value, record.headers, record.checksum,
+                len(record.key) if record.key is not None else -1, len(record.value) if record.value is not None else -1, -1,
+            )
+
+
+def _fast_fetch_matches_kafka_python() -> bool:
+    """Decode built batches (keys, headers, null values, gzip, a legacy batch, a fetch position
+    inside a batch) with kafka-python's iterator and with :class:`_FastPartitionRecords`: same
+    records, position and counts?"""
+    def records(batches: list[bytes]) -> MemoryRecords:
+        return MemoryRecords(b"".join(batches))
+
+    def batch(magic: int, compression: int, base: int, rows: list[tuple[bytes | None, bytes | None, list[Any]]]) -> bytes:
+        builder = MemoryRecordsBuilder(magic=magic, compression_type=compression, batch_size=1 << 20, offset=base)
+        for i, (key, value, headers) in enumerate(rows):
+            builder.append(timestamp=1_700_000_000_000 + 70 * i, key=key, value=value, headers=headers if magic == 2 else [])
+        builder.close()
+        return builder.buffer()
+
+    rows = [(None if i % 3 else f"k{i}".encode(), None if i == 5 else b'{"x": %d}' % i * (1 + 40 * (i % 4)),
+             [("h", b"v"), ("e", None)] if i % 7 == 0 else []) for i in range(200)]
+    rows[9] = (b"k", b"x" * 20_000, [])  # a three-byte length
+    data = [batch(2, 0, 0, rows), batch(2, 1, 200, rows[:50]), batch(1, 0, 250, [r[:2] + ([],) for r in rows[:20]]), batch(2, 0, 270, rows[:3])]
+    tp = TopicPartition("t", 3)
+    try:
+        for fetch_offset in (0, 117, 260):
+            theirs = Fetcher.PartitionRecords(fetch_offset, tp, records(data))
+            ours = _FastPartitionRecords(fetch_offset, tp, records(data))
+            taken = 0
+            while theirs or ours:  # until drained; both at once, or they differ
+                n = (1, 60, 1000)[min(2, taken)]
+                if not (theirs and ours) or theirs.take(n) != ours.take(n) or theirs.next_fetch_offset != ours.next_fetch_offset:
+                    return False
+                taken += 1
+            if (theirs.records_read, theirs.bytes_read) != (ours.records_read, ours.bytes_read):
+                return False
+    except Exception:  # kafka-python internals this does not know
+        log.debug("fast record decoding check failed", exc_info=True)
+        return False
+    return taken > 1
+
+
 class KafkaIO:
     """The engine's Kafka clients."""
 
@@ -531,6 +716,10 @@ class KafkaIO:
             max_poll_interval_ms=kafka.max_poll_interval_ms,
             fetch_max_wait_ms=100,
         )
+        if _fast_fetch_matches_kafka_python():
+            self.events_consumer._fetcher.PartitionRecords = _FastPartitionRecords  # this consumer's records only
+        else:
+            log.warning("this kafka-python decodes records differently from stream-al's fast path: using kafka-python's own (slower)")
         self.events_partition_count = len(self._partitions_of([self.topics.events]))
         self.predictions: PredictionWriter | None = None
         if self.topics.predictions:

@@ -164,9 +164,22 @@ class EngineProcess:
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 
+    def children(self) -> list[int]:
+        """The engine's helper processes (events reader, prediction writer)."""
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+        return pids
+
     def kill(self) -> None:
+        """SIGKILL, as a crash would; the helpers must notice and exit by themselves (their
+        consumer leaves the group), or a restarted engine would share the partitions with a ghost."""
+        helpers = self.children()
+        assert helpers, "the engine has no helper processes to check"
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and _not_zombie(pid) for pid in helpers), 20,
+                 f"helper processes {helpers} outlived the killed engine")
 
     def terminate(self, timeout: float = 60) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -174,6 +187,13 @@ class EngineProcess:
 
     def read_stats(self) -> dict[str, Any]:
         return orjson.loads(self.stats.read_bytes())
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def wait_for(condition: Any, timeout: float, message: str) -> None:

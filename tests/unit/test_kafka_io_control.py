@@ -1,4 +1,5 @@
-"""KafkaIO internals with no broker: when poll_control skips a poll, and the prediction writer's record appender."""
+"""KafkaIO internals with no broker: when poll_control skips a poll, the prediction writer's record
+appender, and the events consumer's record decoding."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
-
+import pytest
 from kafka import TopicPartition
-from kafka.errors import KafkaError
+from kafka.consumer.fetcher import Fetcher
+from kafka.errors import CorruptRecordError, KafkaError
 from kafka.producer.record_accumulator import RecordAccumulator
-from kafka.record.memory_records import MemoryRecords
+from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 
 from stream_al import kafka_io
 from stream_al.kafka_io import KafkaIO, _fetch_may_have_records, _fetch_state
@@ -164,3 +166,60 @@ def test_writer_is_plain_send_without_the_internals():
     writer = kafka_io._PredictionProducer(producer, "predictions")  # type: ignore[arg-type]
     writer.write({0: [b"a", b"b"]})
     assert producer.sent == [("predictions", b"a", 0), ("predictions", b"b", 0)] and writer.written == 2
+
+
+# -- the events consumer's fast record decoding ---------------------------------------------------
+
+
+def built_batch(rows: list[tuple[bytes | None, bytes | None, list[Any]]], compression: int = 0, base: int = 0) -> bytes:
+    builder = MemoryRecordsBuilder(magic=2, compression_type=compression, batch_size=1 << 20, offset=base)
+    for i, (key, value, headers) in enumerate(rows):
+        builder.append(timestamp=1_700_000_000_000 + 1000 * i, key=key, value=value, headers=headers)
+    builder.close()
+    return builder.buffer()
+
+
+def take_all(cls: type, data: bytes, fetch_offset: int = 0, **options: Any) -> list[Any]:
+    records = cls(fetch_offset, TopicPartition("events", 2), MemoryRecords(data), **options)
+    taken = []
+    while records:
+        taken += records.take(7)
+    return taken
+
+
+def test_fast_decoding_matches_kafka_python_on_the_built_batches():
+    assert kafka_io._fast_fetch_matches_kafka_python()
+
+
+def test_fast_decoding_returns_what_kafka_python_returns_for_events():
+    rows = [(None, b'{"id": "e%d", "features": {"x": %d.5}}' % (i, i), []) for i in range(300)]
+    rows[10] = (b"key", None, [("trace", b"abc"), ("empty", None)])  # a tombstone with headers
+    data = built_batch(rows[:150]) + built_batch(rows[150:], compression=1, base=150)
+    ours = take_all(kafka_io._FastPartitionRecords, data, fetch_offset=3)
+    assert ours == take_all(Fetcher.PartitionRecords, data, fetch_offset=3)
+    assert [r.offset for r in ours] == list(range(3, 300))
+    assert ours[7].headers == [("trace", b"abc"), ("empty", None)] and ours[7].value is None
+
+
+def test_the_start_check_fails_when_the_fast_path_decodes_differently(monkeypatch):
+    decode = kafka_io._decode_batch
+
+    def off_by_one_timestamp(batch: Any, topic: str, partition: int) -> tuple[list[Any], int]:
+        records, size = decode(batch, topic, partition)
+        return [r._replace(timestamp=r.timestamp + 1) for r in records], size
+
+    monkeypatch.setattr(kafka_io, "_decode_batch", off_by_one_timestamp)
+    assert not kafka_io._fast_fetch_matches_kafka_python()
+
+
+def test_a_corrupt_record_is_refused_as_kafka_python_refuses_it():
+    data = bytearray(built_batch([(None, b'{"x": 1}', [])] * 5))
+    data[-4] ^= 0xFF  # inside the last record's value: the batch CRC no longer matches
+    for cls in (Fetcher.PartitionRecords, kafka_io._FastPartitionRecords):
+        with pytest.raises(CorruptRecordError, match="crc"):
+            take_all(cls, bytes(data))
+    data = bytearray(built_batch([(None, b'{"x": 1}', [])] * 5))
+    data[61] += 2  # the first record's length varint: the record no longer ends where it says
+    for cls in (Fetcher.PartitionRecords, kafka_io._FastPartitionRecords):
+        with pytest.raises(CorruptRecordError):
+            take_all(cls, bytes(data), check_crcs=False)
