@@ -387,6 +387,8 @@ def _prediction_writer_main() -> None:
             break  # the engine is gone: what it did not checkpoint is replayed from its last snapshot
         kind, length = _MESSAGE.unpack(header)
         payload = stdin.read(length)
+        if len(payload) < length:
+            break  # the engine died mid-message
         if kind == _CONFIG:
             config = json.loads(payload)
             topic = config.pop("topic")
@@ -414,6 +416,15 @@ def _prediction_writer_main() -> None:
         writer.producer.close(timeout=5)
 
 
+def _write_all(stream: Any, data: bytes) -> None:
+    """Write all of ``data`` to an unbuffered pipe. One ``write`` may write only part of a large
+    buffer (a signal, or a debugger's ptrace stop, during a blocked write) and says so only in its
+    return value: the rest would be lost and the reader's framing broken."""
+    view = memoryview(data)
+    while view:
+        view = view[stream.write(view) :]
+
+
 class PredictionWriter:
     """Writes predictions from a process of its own.
 
@@ -437,7 +448,7 @@ class PredictionWriter:
     def _write(self, kind: bytes, payload: bytes) -> None:
         if self._broken is None:
             try:
-                self._process.stdin.write(_MESSAGE.pack(kind, len(payload)) + payload)  # type: ignore[union-attr]
+                _write_all(self._process.stdin, _MESSAGE.pack(kind, len(payload)) + payload)
             except OSError as exc:
                 self._broken = f"prediction writer process gone (exit code {self._process.poll()}): {exc!r}"
 
