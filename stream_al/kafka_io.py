@@ -2,7 +2,8 @@
 
 The engine's clients, all driven from the runner's single poll thread:
 
-- the **events consumer** joins the consumer group, so replicas share the events partitions;
+- the **events consumer** joins the consumer group, so replicas share the events partitions; it
+  decodes record batches with :class:`_FastPartitionRecords` (half kafka-python's cost per record);
 - the **control consumer** is assigned every partition of ``label-requests`` and ``labels`` (no
   group), so every replica sees every request and every label (DESIGN §3);
 - one **producer** writes label requests and dead letters; the **prediction writer**, a
