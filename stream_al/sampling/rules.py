@@ -212,11 +212,16 @@ class BalancedQuantileFilter:
 
     def feed(self, utility: float) -> None:
         """Take one utility of a model that knows something, keeping one in ``stride`` (the
-        sampler's fast paths do the same inline: ``tests/unit/test_sampling.py`` checks they agree)."""
+        sampler's fast paths count the stride inline and call :meth:`keep`:
+        ``tests/unit/test_sampling.py`` checks they agree)."""
         skipped = self.skipped + 1
         if skipped < self.stride:
             self.skipped = skipped
             return
+        self.keep(utility)
+
+    def keep(self, utility: float) -> None:
+        """Put a utility :meth:`feed` chose into the window, dropping the oldest beyond ``kept``."""
         self.skipped = 0
         self.recent.append(utility)
         insort(self.sorted, utility)

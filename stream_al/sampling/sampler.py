@@ -8,7 +8,6 @@ asks, and is picklable as a whole (it is part of the snapshot). All randomness i
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
 from typing import Any, Mapping, NamedTuple
 
 from stream_al.sampling.budgets import EPSILON, Budget, DriftBoost, FractionBudget, OpenRequestsCap
@@ -267,17 +266,13 @@ class Sampler:
             top, uncertainty, cold, utility = None, 1.0, True, 1.0
         rule = self._feeds
         if rule is not None and not cold and rule.taken >= rule.warm:  # a cold or young model's doubts stay out of the window
-            # The quantile filter keeps one utility in ``stride``: count here, call only to keep one.
+            # BalancedQuantileFilter.feed (the only rule that takes utilities) keeps one utility in
+            # ``stride``: count here, call only to keep one.
             skipped = rule.skipped + 1
             if skipped < rule.stride:
                 rule.skipped = skipped
-            else:  # BalancedQuantileFilter.feed, inlined (the only rule that takes utilities)
-                rule.skipped = 0
-                recent, values = rule.recent, rule.sorted
-                recent.append(utility)
-                insort(values, utility)
-                if len(recent) > rule.kept:
-                    del values[bisect_left(values, recent.popleft())]
+            else:
+                rule.keep(utility)
         if available < _WHOLE_LABEL:
             return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         if budget is not None:
@@ -332,16 +327,11 @@ class Sampler:
             utility = 0.0
         rule = self._quantile
         if top > _HALF_AND_TIE and rule.taken >= rule.warm:  # not cold: fed to the window
-            skipped = rule.skipped + 1
+            skipped = rule.skipped + 1  # BalancedQuantileFilter.feed, the stride counted inline as above
             if skipped < rule.stride:
                 rule.skipped = skipped
-            else:  # BalancedQuantileFilter.feed, inlined
-                rule.skipped = 0
-                recent, values = rule.recent, rule.sorted
-                recent.append(utility)
-                insort(values, utility)
-                if len(recent) > rule.kept:
-                    del values[bisect_left(values, recent.popleft())]
+            else:
+                rule.keep(utility)
         if available < _WHOLE_LABEL:
             return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         offered = budget.fraction * budget.events
