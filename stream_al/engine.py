@@ -297,6 +297,15 @@ class Engine:
         label, _, ref = waited
         return [self._apply(label, now, ref)]
 
+    def on_known_request(self, request_id: str) -> bool:
+        """Count a request read back whose id is already known (this engine's own requests, replays)
+        and return True: :meth:`on_request` would change nothing else, so the runner need not decode
+        it. False for an id not known yet: decode the record and call :meth:`on_request`."""
+        if request_id in self.waiting or not (request_id in self.pending or request_id in self.answered or request_id in self.expired):
+            return False
+        self.counters.requests_seen += 1
+        return True
+
     def _remember(self, request: LabelRequest) -> None:
         self.pending[request.request_id] = request
         if len(self.pending) > self.settings.requests.max_pending:

@@ -2,13 +2,13 @@
 
 The engine's clients, all driven from the runner's single poll thread:
 
-- the **events consumer** joins the consumer group, so replicas share the events partitions; it
-  decodes record batches with :class:`_FastPartitionRecords` (half kafka-python's cost per record);
+- the **events consumer** joins the consumer group, so replicas share the events partitions;
 - the **control consumer** is assigned every partition of ``label-requests`` and ``labels`` (no
-  group), so every replica sees every request and every label (DESIGN §3);
-- one **producer** writes label requests and dead letters; the **prediction writer**, a
-  subprocess (``python -m stream_al.kafka_io``), writes predictions. Every send's outcome, in both,
-  is checked at the next checkpoint;
+  group), so every replica sees every request and every label (DESIGN §3). Both decode record
+  batches with :class:`_FastPartitionRecords` (half kafka-python's cost per record);
+- the **output writer**, a subprocess (``python -m stream_al.kafka_io``), writes label requests
+  and predictions; one **producer** in the engine writes the rest (dead letters, drift alerts,
+  model controls). Every send's outcome, in both, is checked at the next checkpoint;
 - the **broker probe**, a thread of its own, tells the loop whether the cluster answers.
 
 Tools around the engine (demo, review app, rebuild, tests) use :class:`RecordProducer` and
@@ -201,8 +201,9 @@ def _fetch_may_have_records(fetcher: Any) -> bool:
 
 
 _FRAME = struct.Struct(">HI")  # a prediction in a batch: partition, length
+_KEYED_FRAME = struct.Struct(">II")  # a label request in a batch: key length, value length
 _MESSAGE = struct.Struct(">cI")  # engine -> writer: kind, length
-_CONFIG, _BATCH, _FLUSH, _QUIT = b"C", b"B", b"F", b"Q"
+_CONFIG, _PREDICTIONS, _REQUESTS, _FLUSH, _QUIT = b"C", b"B", b"R", b"F", b"Q"
 
 
 def _zigzag_varint(value: int) -> bytes:
@@ -219,12 +220,13 @@ def _varint(value: int) -> bytes:
     return _VARINTS[value] if 0 <= value < 16384 else _zigzag_varint(value)
 
 
-class _PredictionProducer:
-    """The writer process's producer: a partition's run of values becomes records in one go.
+class _OutputProducer:
+    """The writer process's producer: label requests through ``send`` (keyed: the default
+    partitioner places them), predictions a partition's run of values at a time.
 
     ``KafkaProducer.send`` costs ~15 µs of CPU per record (checks, locks, a future per record, the
-    record's encoding), and the writer sends one record per event on a small box where its CPU
-    competes with the engine's. For each partition's run of values this
+    record's encoding), and the writer sends one prediction per event on a small box where its CPU
+    competes with the engine's. For each partition's run of predictions this
     writes the records straight into the open batch of the producer's record accumulator (under
     the accumulator's lock for that partition, as ``append`` does), ~1 µs each; when there is no
     open batch with room, the next value goes through ``accumulator.append``, which opens one. The
@@ -238,8 +240,8 @@ class _PredictionProducer:
     and the events are replayed; nothing is lost unseen.
     """
 
-    def __init__(self, producer: KafkaProducer, topic: str):
-        self.producer, self.topic = producer, topic
+    def __init__(self, producer: KafkaProducer, topic: str | None, requests_topic: str):
+        self.producer, self.topic, self.requests_topic = producer, topic, requests_topic
         self.written = 0
         self.confirmed = 0
         self.errors: deque[str] = deque()  # appended on the producer's IO thread, taken by report()
@@ -247,7 +249,7 @@ class _PredictionProducer:
         self._accumulator = getattr(producer, "_accumulator", None)
         self._wakeup = getattr(getattr(producer, "_sender", None), "wakeup", None)
         self._targets: dict[int, TopicPartition] = {}
-        if self._accumulator is not None and callable(self._wakeup) and _fast_append_matches_kafka_python():
+        if topic and self._accumulator is not None and callable(self._wakeup) and _fast_append_matches_kafka_python():
             try:
                 partitions = producer.partitions_for(topic) or ()  # waits for the topic's metadata, as send would
             except KafkaError:  # no metadata yet: send waits for it again (and reports) per record
@@ -256,7 +258,20 @@ class _PredictionProducer:
         # Below this no record can fail send's size check; bigger ones go through send and its check.
         self._limit = producer.config["max_request_size"] - 1024
 
+    def write_requests(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Send (key, value) records to the requests topic; the engine has checked their size."""
+        for key, value in records:
+            self.written += 1
+            try:
+                future = self.producer.send(self.requests_topic, value=value, key=key)
+            except KafkaError as exc:  # reported at the next flush: that checkpoint fails, nothing is lost
+                self._failed(exc)
+                continue
+            future.add_callback(self._record_confirmed)
+            future.add_errback(self._failed)
+
     def write(self, values_by_partition: dict[int, list[bytes]]) -> None:
+        """Write predictions, each list to its partition of the predictions topic, in order."""
         for partition, values in values_by_partition.items():
             tp = self._targets.get(partition)
             start = 0
@@ -373,15 +388,15 @@ def _fast_append_matches_kafka_python() -> bool:
         theirs.close()
         return bytes(ours.buffer()) == bytes(theirs.buffer())
     except Exception:  # noqa: BLE001 - any difference in the internals means: do not use them
-        log.warning("kafka-python's record internals are not what the prediction writer expects: using send", exc_info=True)
+        log.warning("kafka-python's record internals are not what the output writer expects: using send", exc_info=True)
         return False
 
 
-def _prediction_writer_main() -> None:
+def _output_writer_main() -> None:
     """The writer process (``python -m stream_al.kafka_io``): batches on stdin become records."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the engine, which stops us
     stdin, stdout = sys.stdin.buffer, sys.stdout
-    writer: _PredictionProducer | None = None
+    writer: _OutputProducer | None = None
     while True:
         header = stdin.read(_MESSAGE.size)
         if len(header) < _MESSAGE.size:
@@ -392,9 +407,18 @@ def _prediction_writer_main() -> None:
             break  # the engine died mid-message
         if kind == _CONFIG:
             config = json.loads(payload)
-            topic = config.pop("topic")
-            writer = _PredictionProducer(KafkaProducer(**config), topic)
-        elif kind == _BATCH:
+            topic, requests_topic = config.pop("topic"), config.pop("requests_topic")
+            writer = _OutputProducer(KafkaProducer(**config), topic, requests_topic)
+        elif kind == _REQUESTS:
+            records: list[tuple[bytes, bytes]] = []
+            offset = 0
+            while offset < length:
+                key_size, value_size = _KEYED_FRAME.unpack_from(payload, offset)
+                offset += _KEYED_FRAME.size
+                records.append((payload[offset : offset + key_size], payload[offset + key_size : offset + key_size + value_size]))
+                offset += key_size + value_size
+            writer.write_requests(records)  # type: ignore[union-attr]
+        elif kind == _PREDICTIONS:
             by_partition: dict[int, list[bytes]] = {}
             view, offset = memoryview(payload), 0
             while offset < length:
@@ -426,41 +450,53 @@ def _write_all(stream: Any, data: bytes) -> None:
         view = view[stream.write(view) :]
 
 
-class PredictionWriter:
-    """Writes predictions from a process of its own.
+class OutputWriter:
+    """Writes label requests and predictions from a process of its own.
 
-    kafka-python spends ~15 µs of Python per produced record, under the engine's GIL; one prediction
-    per event made that the largest cost of the loop. The engine hands each batch to this process
-    as one framed buffer over a pipe (a full pipe blocks the engine: backpressure), and each
-    checkpoint asks it to flush and report failed sends, so the checkpoint protocol covers
-    predictions too. A plain subprocess, not multiprocessing: nothing of the caller is re-imported.
+    kafka-python spends ~15-30 µs of Python per produced record (its sender thread included), under
+    the engine's GIL; one prediction per event made that the largest cost of the loop, and label
+    requests (5% of events at the default budget) cost ~8% of the loop's time. The engine hands
+    each batch to this process as framed buffers over a pipe (a full pipe blocks the engine:
+    backpressure), and each checkpoint asks it to flush and report failed sends, so the checkpoint
+    protocol covers these sends too. A plain subprocess, not multiprocessing: nothing of the caller
+    is re-imported. Sizes are checked by the caller (:meth:`KafkaIO.send_request`), as ``send``
+    would check them, so a message too large is refused at once and never reaches the writer.
     """
 
-    def __init__(self, config: dict[str, Any], topic: str, partitions: int):
+    def __init__(self, config: dict[str, Any], predictions_topic: str | None, prediction_partitions: int, requests_topic: str):
         self._process = subprocess.Popen(
             [sys.executable, "-m", "stream_al.kafka_io"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
         )
-        self.partitions = partitions
-        self._frames: list[bytes] = []
+        self.prediction_partitions = prediction_partitions
+        self._predictions: list[bytes] = []
+        self._requests: list[bytes] = []
         self._broken: str | None = None
         # Settings go through the pipe, not argv or the environment: they may hold passwords.
-        self._write(_CONFIG, json.dumps({**config, "topic": topic}).encode())
+        self._write(_CONFIG, json.dumps({**config, "topic": predictions_topic, "requests_topic": requests_topic}).encode())
 
     def _write(self, kind: bytes, payload: bytes) -> None:
         if self._broken is None:
             try:
                 _write_all(self._process.stdin, _MESSAGE.pack(kind, len(payload)) + payload)
             except OSError as exc:
-                self._broken = f"prediction writer process gone (exit code {self._process.poll()}): {exc!r}"
+                self._broken = f"output writer process gone (exit code {self._process.poll()}): {exc!r}"
 
-    def add(self, value: bytes, source_partition: int) -> None:
-        self._frames.append(_FRAME.pack(source_partition % self.partitions, len(value)))
-        self._frames.append(value)
+    def add_prediction(self, value: bytes, source_partition: int) -> None:
+        self._predictions.append(_FRAME.pack(source_partition % self.prediction_partitions, len(value)))
+        self._predictions.append(value)
+
+    def add_request(self, value: bytes, key: bytes) -> None:
+        self._requests.append(_KEYED_FRAME.pack(len(key), len(value)))
+        self._requests.append(key)
+        self._requests.append(value)
 
     def send_batch(self) -> None:
-        if self._frames:
-            self._write(_BATCH, b"".join(self._frames))
-            self._frames.clear()
+        if self._requests:
+            self._write(_REQUESTS, b"".join(self._requests))
+            self._requests.clear()
+        if self._predictions:
+            self._write(_PREDICTIONS, b"".join(self._predictions))
+            self._predictions.clear()
 
     def _ask(self, kind: bytes, timeout: float) -> dict[str, Any] | None:
         self.send_batch()
@@ -472,7 +508,7 @@ class PredictionWriter:
             return None
         line = self._process.stdout.readline()  # type: ignore[union-attr]
         if not line:
-            self._broken = f"prediction writer process gone (exit code {self._process.poll()})"
+            self._broken = f"output writer process gone (exit code {self._process.poll()})"
             raise DeliveryError(self._broken)
         return json.loads(line)
 
@@ -482,7 +518,7 @@ class PredictionWriter:
         if report is None:
             return False
         if report["count"]:
-            raise DeliveryError(f"{report['count']} prediction(s) not delivered, first: {report['errors'][0]}")
+            raise DeliveryError(f"{report['count']} label request(s) or prediction(s) not delivered, first: {report['errors'][0]}")
         return report["flushed"]
 
     def close(self, timeout: float) -> None:
@@ -728,19 +764,21 @@ class KafkaIO:
             max_poll_interval_ms=kafka.max_poll_interval_ms,
             fetch_max_wait_ms=100,
         )
-        if _fast_fetch_matches_kafka_python():
-            self.events_consumer._fetcher.PartitionRecords = _FastPartitionRecords  # this consumer's records only
+        if _fast_fetch_matches_kafka_python():  # on these two consumers' fetchers only
+            self.events_consumer._fetcher.PartitionRecords = _FastPartitionRecords
+            self.control_consumer._fetcher.PartitionRecords = _FastPartitionRecords
         else:
             log.warning("this kafka-python decodes records differently from stream-al's fast path: using kafka-python's own (slower)")
         self.events_partition_count = len(self._partitions_of([self.topics.events]))
-        self.predictions: PredictionWriter | None = None
-        if self.topics.predictions:
-            partitions = len(self._partitions_of([self.topics.predictions]))
-            self.predictions = PredictionWriter(
-                {**base, "acks": "all", "linger_ms": max(5, kafka.producer_linger_ms), "batch_size": 512 * 1024,
-                 "delivery_timeout_ms": kafka.delivery_timeout_ms, "metrics_enabled": False, "enable_idempotence": False},
-                self.topics.predictions, partitions,
-            )
+        self.output = OutputWriter(
+            {**base, "acks": "all", "linger_ms": max(5, kafka.producer_linger_ms), "batch_size": 512 * 1024,
+             "delivery_timeout_ms": kafka.delivery_timeout_ms, "metrics_enabled": False, "enable_idempotence": False},
+            self.topics.predictions,
+            len(self._partitions_of([self.topics.predictions])) if self.topics.predictions else 0,
+            self.topics.label_requests,
+        )
+        # Below this no record can fail send's size check (a batch's own overhead is under 100 bytes).
+        self._sure_size = self.producer.config["max_request_size"] - 1024
         self.events_consumer.subscribe([self.topics.events], listener=_RecordRebalance(self))
 
     def _partitions_of(self, topics: list[str]) -> list[Partition]:
@@ -816,14 +854,26 @@ class KafkaIO:
             raise MessageTooLarge(str(exc)) from None
         future.add_errback(self._record_send_error, topic)
 
+    def send_request(self, value: bytes, key: bytes) -> None:
+        """A label request, keyed by its id (the default partitioner places it), through the output writer."""
+        self._refuse_if_too_large(key, value)
+        self.output.add_request(value, key)
+
     def send_prediction(self, value: bytes, source_partition: int) -> None:
         """Predictions go to the partition of their event (no key hashing; per-partition order kept)."""
-        self.predictions.add(value, source_partition)  # type: ignore[union-attr]
+        self._refuse_if_too_large(None, value)
+        self.output.add_prediction(value, source_partition)
+
+    def _refuse_if_too_large(self, key: bytes | None, value: bytes) -> None:
+        """kafka-python's own size check, made here: the output writer sends later, in another process."""
+        if len(value) + (len(key) if key else 0) > self._sure_size:
+            size = self.producer._estimate_size_in_bytes(key, value)
+            if size > self.producer.config["max_request_size"]:
+                raise MessageTooLarge(f"the message is {size} bytes serialized, over max_request_size ({self.producer.config['max_request_size']})")
 
     def end_batch(self) -> None:
-        """Hand the batch's predictions to the writer process."""
-        if self.predictions is not None:
-            self.predictions.send_batch()
+        """Hand the batch's label requests and predictions to the output writer."""
+        self.output.send_batch()
 
     def _record_send_error(self, exc: BaseException, topic: str) -> None:
         with self._lock_errors:
@@ -846,9 +896,7 @@ class KafkaIO:
             errors, self._send_errors = self._send_errors, []
         if errors:
             raise DeliveryError(f"{len(errors)} message(s) not delivered, first: {errors[0]}")
-        if self.predictions is not None:
-            flushed = self.predictions.flush(timeout) and flushed
-        return flushed
+        return self.output.flush(timeout) and flushed
 
     def close(self, timeout: float = 5.0) -> None:
         """Close every client within about ``timeout`` seconds each, even with the broker gone."""
@@ -857,8 +905,7 @@ class KafkaIO:
                 client.close(autocommit=False, timeout_ms=int(timeout * 1000))
             except Exception:  # closing after a broker loss must not mask the real error
                 log.debug("closing consumer failed", exc_info=True)
-        if self.predictions is not None:
-            self.predictions.close(timeout)
+        self.output.close(timeout)
         try:
             self.producer.close(timeout=timeout)
         except Exception:
@@ -1015,4 +1062,4 @@ class TopicReader:
 
 
 if __name__ == "__main__":
-    _prediction_writer_main()
+    _output_writer_main()

@@ -269,16 +269,15 @@ class Runner:
                 continue
             parsed.append(record)
         decisions = self.engine.on_events(events, now) if events else []
-        send = self.io.send  # type: ignore[union-attr]
+        send_request = self.io.send_request  # type: ignore[union-attr]
         send_prediction = self.io.send_prediction  # type: ignore[union-attr]
         predictions = self.settings.topics.predictions
-        requests_topic = self.settings.topics.label_requests
         dumps = orjson.dumps
         for record, decision in zip(parsed, decisions):
             request = decision.request
             try:
                 if request is not None:
-                    send(requests_topic, request.model_dump_json().encode(), request.request_id.encode())
+                    send_request(request.model_dump_json().encode(), request.request_id.encode())
                     self.metrics.label_requests.labels(request.reason).inc()
                 if predictions:
                     value = dumps({
@@ -304,6 +303,9 @@ class Runner:
             self.control_offsets[(record.topic, record.partition)] = record.offset + 1
             try:
                 if record.topic == requests_topic:
+                    # Keyed by request id (DESIGN §2): most are this engine's own, already known.
+                    if record.key is not None and engine.on_known_request(record.key.decode("utf-8", "replace")):
+                        continue
                     outcomes = engine.on_request(parse_label_request(record.value), now)
                 else:
                     message = parse_label_log(record.value)

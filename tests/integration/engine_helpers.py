@@ -165,7 +165,7 @@ class EngineProcess:
         )
 
     def children(self) -> list[int]:
-        """The engine's helper processes (events reader, prediction writer)."""
+        """The engine's helper processes (the output writer)."""
         pids: list[int] = []
         for task in Path(f"/proc/{self.process.pid}/task").iterdir():
             pids += [int(pid) for pid in (task / "children").read_text().split()]

@@ -9,6 +9,7 @@ from collections import Counter
 
 import orjson
 import pytest
+from kafka.partitioner.default import murmur2
 
 from stream_al.cli import main as cli_main
 from stream_al.engine import Engine
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_events_become_requests_and_labels_change_the_model(kafka_bootstrap, topic_prefix, tmp_path):
-    settings = engine_settings(kafka_bootstrap, topic_prefix, tmp_path, budget={"fraction": 0.1})
+    settings = engine_settings(
+        kafka_bootstrap, topic_prefix, tmp_path, budget={"fraction": 0.1}, topics={"label_requests_partitions": 3},
+    )
     truth = produce_events(settings, 0, 600)
     before = Engine(settings).model.predict_proba_one({"x": 0.9, "y": 0.9})  # the same model, untrained
     with EngineThread(settings) as engine, Analyst(settings, truth) as analyst:
@@ -41,8 +44,14 @@ def test_events_become_requests_and_labels_change_the_model(kafka_bootstrap, top
     assert after["fraud"] > before["fraud"] + 0.2  # the model learned the concept from the answers
     assert after["fraud"] > 0.7
 
-    requests = [orjson.loads(r.value) for r in read_all(settings, settings.topics.label_requests)]
+    records = read_all(settings, settings.topics.label_requests)
+    requests = [orjson.loads(r.value) for r in records]
     assert {r["request_id"] for r in requests} == set(analyst.answered)
+    # Keyed by request id and placed by Kafka's default partitioner (murmur2), as DESIGN §2 says.
+    partitions = settings.topics.label_requests_partitions
+    assert all(r.key == q["request_id"].encode() and r.partition == (murmur2(r.key) & 0x7FFFFFFF) % partitions
+               for r, q in zip(records, requests))
+    assert len({r.partition for r in records}) == 3
     assert all(r["features"] and r["expires_at"] > r["created_at"] and r["reason"] for r in requests)
     predictions = [orjson.loads(r.value) for r in read_all(settings, settings.topics.predictions)]
     assert len(predictions) == 1000 and len({p["event_id"] for p in predictions}) == 1000

@@ -285,6 +285,18 @@ def test_requests_from_the_topic():
     assert list(engine.pending) == [own.request_id]
 
 
+def test_a_known_request_read_back_is_counted_without_decoding_and_an_unknown_one_is_not():
+    engine, other_replica = Engine(settings()), Engine(settings())
+    own, foreign = ask(engine, 0), ask(other_replica, 9)
+    assert engine.on_known_request(own.request_id)  # pending
+    assert not engine.on_known_request(foreign.request_id)  # unknown: the runner decodes it
+    engine.on_label(label(foreign, "fraud"), T0 + 1)  # its label arrives first and waits for it
+    assert not engine.on_known_request(foreign.request_id)  # a waiting label: on_request must release it
+    assert [o.status for o in engine.on_request(foreign, T0 + 2)] == ["applied"]
+    assert engine.on_known_request(foreign.request_id)  # answered
+    assert engine.counters.requests_seen == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # Expiry and bounds
 

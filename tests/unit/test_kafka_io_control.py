@@ -1,14 +1,16 @@
-"""KafkaIO internals with no broker: when poll_control skips a poll, the prediction writer's record
+"""KafkaIO internals with no broker: when poll_control skips a poll, the output writer's record
 appender, and the events consumer's record decoding."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from kafka import TopicPartition
+from kafka import KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError, KafkaError
 from kafka.producer.record_accumulator import RecordAccumulator
@@ -74,7 +76,7 @@ def test_poll_control_polls_when_records_may_be_there_when_asked_to_wait_and_at_
     assert consumer.polls == 3  # the interval ran out: polls whatever the state says
 
 
-# -- the prediction writer's producer ------------------------------------------------------------
+# -- the output writer's producer (predictions) ------------------------------------------------------------
 # A real kafka-python RecordAccumulator (no broker needed): what the writer builds is read back
 # with kafka-python's own record parser.
 
@@ -128,7 +130,7 @@ def test_the_fast_append_writes_what_kafka_python_writes():
 
 def test_writer_appends_runs_in_order_opens_a_batch_when_full_and_sends_what_it_cannot_append():
     producer = writer_producer(batch_size=1000)
-    writer = kafka_io._PredictionProducer(producer, "predictions")  # type: ignore[arg-type]
+    writer = kafka_io._OutputProducer(producer, "predictions", "label-requests")  # type: ignore[arg-type]
     values = [b"%03d" % i + b"x" * 100 for i in range(30)]
     writer.write({0: values[:20], 1: values[20:]})
     writer.write({0: [b"late"], 7: [b"unknown partition"], 1: [b"y" * 4000]})
@@ -146,7 +148,7 @@ def test_writer_appends_runs_in_order_opens_a_batch_when_full_and_sends_what_it_
 
 def test_writer_reports_failures_and_records_never_confirmed():
     producer = writer_producer()
-    writer = kafka_io._PredictionProducer(producer, "predictions")  # type: ignore[arg-type]
+    writer = kafka_io._OutputProducer(producer, "predictions", "label-requests")  # type: ignore[arg-type]
     writer.write({0: [b"a", b"b", b"c"], 1: [b"d", b"e"]})  # the first of each opens a batch, the rest are fast-written
     assert writer.report(flushed=False) == {"flushed": False, "errors": [], "count": 0}  # still in flight: not a failure
     unconfirmed = writer.report(flushed=True)
@@ -163,7 +165,7 @@ def test_writer_reports_failures_and_records_never_confirmed():
 
 def test_writer_is_plain_send_without_the_internals():
     producer = writer_producer(internals=False)
-    writer = kafka_io._PredictionProducer(producer, "predictions")  # type: ignore[arg-type]
+    writer = kafka_io._OutputProducer(producer, "predictions", "label-requests")  # type: ignore[arg-type]
     writer.write({0: [b"a", b"b"]})
     assert producer.sent == [("predictions", b"a", 0), ("predictions", b"b", 0)] and writer.written == 2
 
@@ -244,3 +246,82 @@ def test_a_partial_write_to_a_helper_pipe_is_finished_not_lost():
     message = bytes(range(256)) * 40
     kafka_io._write_all(stream, message)
     assert stream.data == message
+
+
+# -- label requests through the output writer ----------------------------------------------------
+
+
+def test_writer_sends_label_requests_keyed_and_reports_a_refused_send():
+    sent: list[tuple[str, bytes, bytes]] = []
+
+    def send(topic: str, value: bytes, key: bytes) -> FakeFuture:
+        if value == b"refused":
+            raise KafkaError("no metadata for the topic")
+        sent.append((topic, key, value))
+        return FakeFuture()
+
+    producer = SimpleNamespace(config={"max_request_size": 4096}, send=send)
+    writer = kafka_io._OutputProducer(producer, None, "label-requests")  # type: ignore[arg-type]
+    writer.write_requests([(b"r1", b'{"a": 1}'), (b"r2", b"refused"), (b"r3", b'{"c": 3}')])
+    assert sent == [("label-requests", b"r1", b'{"a": 1}'), ("label-requests", b"r3", b'{"c": 3}')]
+    report = writer.report(flushed=True)  # the refused one failed; the two sent were never confirmed here
+    assert report["count"] == 1 and "no metadata" in report["errors"][0] and writer.written == 3
+
+
+def test_outputs_too_large_for_kafka_are_refused_before_they_reach_the_writer():
+    # kafka-python's own size estimate and limit, on a producer that never needs a broker for them.
+    producer = KafkaProducer(bootstrap_servers="127.0.0.1:1", api_version=(2, 6), max_request_size=2000)
+    try:
+        engine_io = object.__new__(kafka_io.KafkaIO)
+        engine_io.producer, engine_io._sure_size = producer, 2000 - 1024
+        engine_io.output = SimpleNamespace(requests=[], predictions=[])
+        engine_io.output.add_request = lambda value, key: engine_io.output.requests.append(key)
+        engine_io.output.add_prediction = lambda value, partition: engine_io.output.predictions.append(partition)
+        engine_io.send_request(b"x" * 1900, b"near-the-limit")  # 1,987 bytes serialized: kafka-python sends it
+        engine_io.send_prediction(b"y" * 500, 3)
+        with pytest.raises(kafka_io.MessageTooLarge, match="over max_request_size"):
+            engine_io.send_request(b"x" * 1950, b"r" * 36)
+        with pytest.raises(kafka_io.MessageTooLarge):
+            engine_io.send_prediction(b"y" * 2000, 1)
+        assert engine_io.output.requests == [b"near-the-limit"] and engine_io.output.predictions == [3]
+    finally:
+        producer.close(timeout=1)
+
+
+def test_the_writer_process_reads_requests_and_predictions_framed_as_the_engine_writes_them(monkeypatch):
+    writer = object.__new__(kafka_io.OutputWriter)
+    writer.prediction_partitions, writer._predictions, writer._requests, writer._broken = 2, [], [], None
+    messages: list[tuple[bytes, bytes]] = []
+    writer._write = lambda kind, payload: messages.append((kind, payload))
+    writer.add_request(b'{"request_id": "r1"}', b"r1")
+    writer.add_prediction(b'{"p": 1}', 5)
+    writer.add_request(b"{}", b"r-two")
+    writer.send_batch()
+    writer.send_batch()  # nothing new: nothing written
+    stream = bytearray()
+    for kind, payload in messages:
+        stream += kafka_io._MESSAGE.pack(kind, len(payload)) + payload
+    received: dict[str, Any] = {}
+
+    class Recording:
+        def __init__(self, producer: Any, topic: str | None, requests_topic: str):
+            received["topics"] = (topic, requests_topic)
+            self.producer = SimpleNamespace(close=lambda timeout: None)
+
+        def write_requests(self, records: list[tuple[bytes, bytes]]) -> None:
+            received.setdefault("requests", []).extend(records)
+
+        def write(self, by_partition: dict[int, list[bytes]]) -> None:
+            received.setdefault("predictions", []).append(by_partition)
+
+    config = json.dumps({"topic": "predictions", "requests_topic": "label-requests"}).encode()
+    stream = kafka_io._MESSAGE.pack(kafka_io._CONFIG, len(config)) + config + stream
+    monkeypatch.setattr(kafka_io, "_OutputProducer", Recording)
+    monkeypatch.setattr(kafka_io, "KafkaProducer", lambda **config: None)
+    monkeypatch.setattr(kafka_io.sys, "stdin", SimpleNamespace(buffer=io.BytesIO(bytes(stream))))
+    kafka_io._output_writer_main()  # ends at the end of its input, as when the engine is gone
+    assert received == {
+        "topics": ("predictions", "label-requests"),
+        "requests": [(b"r1", b'{"request_id": "r1"}'), (b"r-two", b"{}")],
+        "predictions": [{1: [b'{"p": 1}']}],
+    }
