@@ -176,7 +176,7 @@ def numeric_features(raw: dict[str, Any], source: str = "features") -> Features:
     return out
 
 
-_FLOATS_ONLY = {float}
+_is_float = float.__instancecheck__  # orjson decodes numbers as exact int or float, never a subclass
 
 
 class EventParser:
@@ -219,7 +219,7 @@ class EventParser:
             raw_features = obj.get(self._features_key) if self._features_key is not None else _get_path(obj, mapping.features_field)
             if type(raw_features) is not dict:
                 raise InvalidInput("invalid_event", f"field {mapping.features_field!r} must be an object of features")
-            if raw_features and set(map(type, raw_features.values())) == _FLOATS_ONLY:
+            if raw_features and all(map(_is_float, raw_features.values())):
                 features = raw_features  # the common case; orjson never decodes NaN or infinity
             else:
                 features = numeric_features(raw_features, mapping.features_field)
@@ -298,6 +298,17 @@ class LabelRequest(BaseModel):
     contributions: dict[str, float] | None = Field(
         None, description="linear models only: the features that pushed the score most (weight x scaled value)"
     )
+
+    def to_json(self) -> bytes:
+        """The bytes of ``model_dump_json()``, ~3x faster: every field is a JSON-native value.
+
+        >>> request = LabelRequest(request_id="r", event_id="e", created_at=1.0, expires_at=2.0, features={"x": 0.5},
+        ...                        scores={"a": 1.0}, predicted="a", uncertainty=0.0, reason="random", p_query=0.1,
+        ...                        priority=0.0, model_version=0)
+        >>> request.to_json() == request.model_dump_json().encode()
+        True
+        """
+        return orjson.dumps(self.__dict__)
 
 
 class ModelControl(BaseModel):

@@ -277,7 +277,7 @@ class Runner:
             request = decision.request
             try:
                 if request is not None:
-                    send_request(request.model_dump_json().encode(), request.request_id.encode())
+                    send_request(request.to_json(), request.request_id.encode())
                     self.metrics.label_requests.labels(request.reason).inc()
                 if predictions:
                     value = dumps({

@@ -76,7 +76,7 @@ def test_poll_control_polls_when_records_may_be_there_when_asked_to_wait_and_at_
     assert consumer.polls == 3  # the interval ran out: polls whatever the state says
 
 
-# -- the output writer's producer (predictions) ------------------------------------------------------------
+# -- the output writer's producer: predictions ---------------------------------------------------
 # A real kafka-python RecordAccumulator (no broker needed): what the writer builds is read back
 # with kafka-python's own record parser.
 

@@ -487,3 +487,17 @@ def test_label_request_json_round_trip():
     with pytest.raises(InvalidInput) as info:
         parse_label_request(b'{"request_id": "rq-1"}')
     assert info.value.reason == "invalid_request"
+
+
+def test_label_request_to_json_is_model_dump_json_byte_for_byte():
+    rng = random.Random(3)
+    for _ in range(200):
+        request = LabelRequest(
+            request_id="rq-é\u2028", event_id='e"1', created_at=rng.uniform(0, 2e9), expires_at=rng.uniform(0, 2e9),
+            features={f"f{i}": rng.choice([rng.uniform(-1e300, 1e300), rng.gauss(0, 1) * 10 ** rng.randint(-320, 20), 0.0, -0.0])
+                      for i in range(rng.randint(1, 40))},
+            scores={"legit": rng.random(), "fraud": rng.random()}, predicted=rng.choice([None, "fraud"]),
+            uncertainty=rng.random(), reason="uncertainty", p_query=rng.random(), priority=rng.random(),
+            model_version=rng.randint(0, 1 << 40), contributions=rng.choice([None, {"a": -0.5, "b": 1e-9}]),
+        )
+        assert request.to_json() == request.model_dump_json().encode()
