@@ -325,3 +325,19 @@ def test_the_writer_process_reads_requests_and_predictions_framed_as_the_engine_
         "requests": [(b"r1", b'{"request_id": "r1"}'), (b"r-two", b"{}")],
         "predictions": [{1: [b'{"p": 1}']}],
     }
+
+
+def test_a_known_connected_coordinator_is_confirmed_without_asking_the_io_thread():
+    asked: list[Any] = []
+    connections = {"node-1"}
+    coordinator = SimpleNamespace(
+        coordinator_id="node-1", _client=SimpleNamespace(connected=lambda node: node in connections),
+        ensure_coordinator_ready=lambda timeout_ms=None: asked.append(timeout_ms) or False,
+    )
+    kafka_io._known_coordinator_without_a_round_trip(SimpleNamespace(_coordinator=coordinator))  # type: ignore[arg-type]
+    assert coordinator.ensure_coordinator_ready(100) is True and asked == []
+    connections.clear()  # the connection dropped: kafka-python's own check decides
+    assert coordinator.ensure_coordinator_ready(100) is False and asked == [100]
+    coordinator.coordinator_id = None  # unknown: kafka-python looks it up
+    coordinator.ensure_coordinator_ready(None)
+    assert asked == [100, None]
