@@ -211,17 +211,12 @@ class BalancedQuantileFilter:
             self.feed(utility)
 
     def feed(self, utility: float) -> None:
-        """Take one utility of a model that knows something, keeping one in ``stride`` (the
-        sampler's fast paths count the stride inline and call :meth:`keep`:
-        ``tests/unit/test_sampling.py`` checks they agree)."""
+        """Take one utility of a model that knows something into the window, keeping one in
+        ``stride`` and dropping the oldest kept beyond ``kept``."""
         skipped = self.skipped + 1
         if skipped < self.stride:
             self.skipped = skipped
             return
-        self.keep(utility)
-
-    def keep(self, utility: float) -> None:
-        """Put a utility :meth:`feed` chose into the window, dropping the oldest beyond ``kept``."""
         self.skipped = 0
         self.recent.append(utility)
         insort(self.sorted, utility)

@@ -266,13 +266,7 @@ class Sampler:
             top, uncertainty, cold, utility = None, 1.0, True, 1.0
         rule = self._feeds
         if rule is not None and not cold and rule.taken >= rule.warm:  # a cold or young model's doubts stay out of the window
-            # BalancedQuantileFilter.feed (the only rule that takes utilities) keeps one utility in
-            # ``stride``: count here, call only to keep one.
-            skipped = rule.skipped + 1
-            if skipped < rule.stride:
-                rule.skipped = skipped
-            else:
-                rule.keep(utility)
+            rule.feed(utility)  # BalancedQuantileFilter, the only rule that takes utilities
         if available < _WHOLE_LABEL:
             return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         if budget is not None:
@@ -327,11 +321,7 @@ class Sampler:
             utility = 0.0
         rule = self._quantile
         if top > _HALF_AND_TIE and rule.taken >= rule.warm:  # not cold: fed to the window
-            skipped = rule.skipped + 1  # BalancedQuantileFilter.feed, the stride counted inline as above
-            if skipped < rule.stride:
-                rule.skipped = skipped
-            else:
-                rule.keep(utility)
+            rule.feed(utility)
         if available < _WHOLE_LABEL:
             return _new_tuple(Choice, (False, "", uncertainty, 0.0, utility))
         offered = budget.fraction * budget.events
