@@ -269,7 +269,7 @@ class Engine:
         decision = Decision(event.id, scores, predicted, choice.uncertainty, self.model_version)
         if choice.query:
             request_id = request_id_for(event.id)
-            if request_id in self.pending or request_id in self.answered or request_id in self.expired:
+            if self._known(request_id):
                 self.sampler.refund()  # a replayed event: its request exists, the label is not spent twice
                 return decision
             decision.request = LabelRequest(
@@ -290,7 +290,7 @@ class Engine:
         """Record a request from the ``label-requests`` topic; releases labels that waited for it."""
         self.counters.requests_seen += 1
         rid = request.request_id
-        if rid not in self.pending and rid not in self.answered and rid not in self.expired:
+        if not self._known(rid):
             if request.expires_at <= now:
                 self._keep_expired(request)
             else:
@@ -305,10 +305,14 @@ class Engine:
         """Count a request read back whose id is already known (this engine's own requests, replays)
         and return True: :meth:`on_request` would change nothing else, so the runner need not decode
         it. False for an id not known yet: decode the record and call :meth:`on_request`."""
-        if request_id in self.waiting or not (request_id in self.pending or request_id in self.answered or request_id in self.expired):
+        if request_id in self.waiting or not self._known(request_id):
             return False
         self.counters.requests_seen += 1
         return True
+
+    def _known(self, request_id: str) -> bool:
+        """Open, answered (within ``applied_window``) or expired: a request this engine has seen."""
+        return request_id in self.pending or request_id in self.answered or request_id in self.expired
 
     def _remember(self, request: LabelRequest) -> None:
         self.pending[request.request_id] = request

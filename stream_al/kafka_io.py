@@ -222,6 +222,12 @@ def _varint(value: int) -> bytes:
     return _VARINTS[value] if 0 <= value < 16384 else _zigzag_varint(value)
 
 
+def _surely_sendable(producer: KafkaProducer) -> int:
+    """Key plus value bytes below which no record can fail ``send``'s size check (a record's and
+    a batch's own overhead is under 100 bytes); above it, kafka-python's estimate decides."""
+    return producer.config["max_request_size"] - 1024
+
+
 class _OutputProducer:
     """The writer process's producer: label requests through ``send`` (keyed: the default
     partitioner places them), predictions a partition's run of values at a time.
@@ -257,8 +263,7 @@ class _OutputProducer:
             except KafkaError:  # no metadata yet: send waits for it again (and reports) per record
                 partitions = ()
             self._targets = {p: TopicPartition(topic, p) for p in partitions}
-        # Below this no record can fail send's size check; bigger ones go through send and its check.
-        self._limit = producer.config["max_request_size"] - 1024
+        self._limit = _surely_sendable(producer)  # bigger ones go through send and its check
 
     def write_requests(self, records: list[tuple[bytes, bytes]]) -> None:
         """Send (key, value) records to the requests topic; the engine has checked their size."""
@@ -806,8 +811,7 @@ class KafkaIO:
             len(self._partitions_of([self.topics.predictions])) if self.topics.predictions else 0,
             self.topics.label_requests,
         )
-        # Below this no record can fail send's size check (a batch's own overhead is under 100 bytes).
-        self._sure_size = self.producer.config["max_request_size"] - 1024
+        self._sure_size = _surely_sendable(self.producer)
         _known_coordinator_without_a_round_trip(self.events_consumer)
         self.events_consumer.subscribe([self.topics.events], listener=_RecordRebalance(self))
 
