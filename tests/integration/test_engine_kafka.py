@@ -3,6 +3,7 @@ bad input to dead letters; budgets; metrics; SIGTERM and SIGKILL with exactly-on
 
 from __future__ import annotations
 
+import gc
 import time
 import urllib.request
 from collections import Counter
@@ -13,6 +14,7 @@ from kafka.partitioner.default import murmur2
 
 from stream_al.cli import main as cli_main
 from stream_al.engine import Engine
+from stream_al.runner import LOOP_GC_THRESHOLD
 
 from .engine_helpers import (
     Analyst, EngineProcess, EngineThread, engine_settings, produce_events, read_all, send_raw, wait_for, write_config,
@@ -139,8 +141,10 @@ def test_rate_budget_is_never_exceeded(kafka_bootstrap, topic_prefix, tmp_path):
 def test_metrics_and_health_endpoints(kafka_bootstrap, topic_prefix, tmp_path):
     settings = engine_settings(kafka_bootstrap, topic_prefix, tmp_path)
     produce_events(settings, 0, 50)
+    thresholds = gc.get_threshold()
     with EngineThread(settings) as engine:
         wait_for(lambda: engine.runner.engine.counters.events >= 50, 30, "events not scored")
+        assert gc.get_threshold()[0] == LOOP_GC_THRESHOLD  # the loop's own (process-wide) setting
         engine.runner._tick()
         base = f"http://127.0.0.1:{engine.runner.health.port}"
         assert urllib.request.urlopen(f"{base}/livez").status == 200
@@ -153,6 +157,7 @@ def test_metrics_and_health_endpoints(kafka_bootstrap, topic_prefix, tmp_path):
     ]:
         assert series in text, series
     assert 'le="86400.0"' in text  # human label latency: buckets up to a day
+    assert gc.get_threshold() == thresholds  # restored when the loop ends
 
 
 def test_topics_cli_creates_and_checks(kafka_bootstrap, topic_prefix, tmp_path, capsys):
