@@ -573,6 +573,7 @@ def _decode_batch(batch: Any, topic: str, partition: int) -> tuple[list[Consumer
     timestamp_type = batch.timestamp_type
     append_time = header[8] if timestamp_type == batch.LOG_APPEND_TIME else None
     records: list[ConsumerRecord] = []
+    new_record = tuple.__new__
     size = 0
     for _ in range(header[12]):
         length, pos = _varint_at(buffer, pos)
@@ -624,11 +625,11 @@ def _decode_batch(batch: Any, topic: str, partition: int) -> tuple[list[Consumer
         if pos - start != length:
             raise CorruptRecordError(f"Invalid record size: expected to read {length} bytes in record payload, but instead read {pos - start}")
         size += length
-        records.append(ConsumerRecord(
+        records.append(new_record(ConsumerRecord, (  # the namedtuple without its Python-level __new__
             topic, partition, leader_epoch, base_offset + offset_delta,
             append_time if append_time is not None else first_timestamp + timestamp_delta, timestamp_type,
             key, value, headers, None, key_size, value_size, header_size,
-        ))
+        )))
     if pos != len(buffer):
         raise CorruptRecordError(f"{len(buffer) - pos} unconsumed bytes after all records consumed")
     return records, size
