@@ -6,13 +6,17 @@ The Kafka runner, the demo, the tests and (later) the offline simulator all driv
   :meth:`Engine.on_events` does the same for a list of events, scoring them all at once (the
   Kafka runner's path: one chunk of events between two looks at the labels topic);
 - :meth:`Engine.on_request` records a label request read back from the ``label-requests`` topic
-  (made by this replica before a restart, or by another replica);
+  (made by this replica before a restart, or by another replica); one this replica made after
+  the snapshot it resumed from is charged to its budget again (:attr:`Engine.replica`);
 - :meth:`Engine.on_label` applies an answer at once, or says why not;
 - :meth:`Engine.tick` expires old requests and gives up on labels that waited too long.
 
 The model's learning is a function of the labels applied, in order: that is what makes snapshots
 plus the label log an exact recovery. Request ids derive from event ids, so a replayed event asks
-again under the same id and the duplicate is absorbed.
+again under the same id and the duplicate is absorbed. A replay need not ask about the same
+events, though (labels arrive in another order, so the model differs): the labels spent since the
+snapshot are charged again as their requests are read back, before the events are replayed, so
+a crash never makes the replica ask past its budget.
 
 >>> from stream_al.config import Settings
 >>> from stream_al.messages import Event, LabelMessage
@@ -200,6 +204,9 @@ class Engine:
         self._capped = settings.budget.max_open_requests is not None
         self.model_version = 0
         self.counters = EngineCounters()
+        # Set by the Kafka runner (stable across restarts, see snapshot.load_or_create_replica_id) and
+        # put on every request; None (tests, rebuild, simulator): nothing read back is charged.
+        self.replica: str | None = None
         # Open requests in creation order (expiry walks from the front), then requests whose time
         # ran out: an analyst's late answer is still true, so it is still learned.
         self.pending: OrderedDict[str, LabelRequest] = OrderedDict()
@@ -279,6 +286,7 @@ class Engine:
                 p_query=choice.p_query, priority=min(1.0, choice.utility),
                 model_version=self.model_version,
                 contributions=linear_contributions(self.model, event.features, predicted),
+                replica=self.replica,
             )
             self._remember(decision.request)
             self.counters.requests += 1
@@ -291,6 +299,12 @@ class Engine:
         self.counters.requests_seen += 1
         rid = request.request_id
         if not self._known(rid):
+            if self.replica is not None and request.replica == self.replica:
+                # Asked by this replica after the snapshot it resumed from: that label was spent, and
+                # the replay may ask about other events, so the budget pays for it again (it may go
+                # below zero; it then asks nothing until the events have earned the label back).
+                self.sampler.charge()
+                self.counters.requests += 1
             if request.expires_at <= now:
                 self._keep_expired(request)
             else:

@@ -728,6 +728,20 @@ def _fast_fetch_matches_kafka_python() -> bool:
     return taken > 1
 
 
+def _caught_up(consumer: KafkaConsumer, partitions: list[TopicPartition]) -> bool:
+    """Whether every partition has been read up to its high watermark.
+
+    The high watermark comes from fetch responses: ListOffsets (``end_offsets``, ``seek_to_end``)
+    undercounts on some Kafka-protocol brokers (Tansu) after multi-record batches. False until a
+    first fetch has answered for every partition.
+    """
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is None or consumer.position(tp) < highwater:
+            return False
+    return True
+
+
 def _known_coordinator_without_a_round_trip(consumer: KafkaConsumer) -> None:
     """Answer the group coordinator check of every ``poll`` on the calling thread while the
     coordinator is known and connected.
@@ -854,6 +868,10 @@ class KafkaIO:
         requests_topic = self.topics.label_requests
         ordered = sorted(batches.items(), key=lambda item: item[0].topic != requests_topic)
         return [record for _, records in ordered for record in records]
+
+    def control_caught_up(self) -> bool:
+        """Whether every label-requests and labels partition has been read up to its high watermark."""
+        return _caught_up(self.control_consumer, [_tp(p) for p in self.control_partitions])
 
     def take_rebalance(self) -> tuple[set[Partition], set[Partition]]:
         """What the group changed since the last call: (revoked, newly assigned and paused)."""
@@ -1064,17 +1082,8 @@ class TopicReader:
                 self.consumer.seek_to_end(*rest)
 
     def caught_up(self) -> bool:
-        """Whether every partition has been read up to its high watermark.
-
-        The high watermark comes from fetch responses: ListOffsets (``end_offsets``, ``seek_to_end``)
-        undercounts on some Kafka-protocol brokers (Tansu) after multi-record batches. False until
-        a first fetch has answered for every partition.
-        """
-        for tp in self.partitions:
-            highwater = self.consumer.highwater(tp)
-            if highwater is None or self.consumer.position(tp) < highwater:
-                return False
-        return True
+        """Whether every partition has been read up to its high watermark."""
+        return _caught_up(self.consumer, self.partitions)
 
     def poll(self, timeout_ms: int = 100, max_records: int = 5000) -> list[Any]:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)

@@ -298,6 +298,10 @@ class LabelRequest(BaseModel):
     contributions: dict[str, float] | None = Field(
         None, description="linear models only: the features that pushed the score most (weight x scaled value)"
     )
+    replica: str | None = Field(
+        None, description="the replica that asked (stable across its restarts): after one, it charges its budget again for "
+        "the requests it made since its snapshot, so a replay does not ask past the budget"
+    )
 
     def to_json(self) -> bytes:
         """The bytes of ``model_dump_json()``, ~3x faster: every field is a JSON-native value.

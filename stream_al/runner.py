@@ -28,6 +28,11 @@ labels, and on stop), in this order:
    means another replica decided those events after a rebalance); the control topics always start
    at the snapshot's offsets, which is what applies every label exactly once.
 
+On recovery (and whenever the group assigns partitions) the control topics are read to their end
+before the events partitions are resumed: the requests this replica made after its snapshot carry
+its replica id, and reading them back charges the budget for them again (``Engine.on_request``),
+so the replay, which may pick other events than the lost run did, stays within the budget.
+
 **Broker outages.** A probe thread asks the cluster for metadata every second. While it gets no
 answer, ``/readyz`` says not ready, polls simply return nothing, and no checkpoint is attempted
 (sends cannot be confirmed); the state stays in memory and the loop carries on when the broker is
@@ -61,7 +66,7 @@ from stream_al.faults import crash_point
 from stream_al.kafka_io import BrokerProbe, DeliveryError, KafkaIO, MessageTooLarge, Partition
 from stream_al.messages import Event, EventParser, InvalidInput, ModelControl, parse_label_log, parse_label_request
 from stream_al.metrics import HealthServer, Metrics
-from stream_al.snapshot import SnapshotStore
+from stream_al.snapshot import SnapshotStore, load_or_create_replica_id
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +111,7 @@ class Runner:
             self.metrics.drift_detected.labels(signal)  # every signal's series exists from the start, at 0
         key = settings.snapshots.key.get_secret_value().encode() if settings.snapshots.key else None
         self.store = SnapshotStore(settings.snapshots.dir, key=key, keep=settings.snapshots.keep)
+        self.engine.replica = load_or_create_replica_id(self.store.directory)
         self.events_offsets: dict[Partition, int] = {}
         self.control_offsets: dict[Partition, int] = {}
         self._stop = threading.Event()
@@ -395,6 +401,8 @@ class Runner:
         revoked, assigned = io.take_rebalance()
         if not (revoked or assigned):
             return
+        if assigned:
+            self._catch_up_control()
         for partition in sorted(assigned):
             snapshot_offset = self.events_offsets.get(partition)
             committed = io.committed(partition)
@@ -407,6 +415,22 @@ class Runner:
         self.owns_partitions = bool(owned)
         self._tick()  # readiness follows the new assignment at once
         log.info("events partitions: revoked %s, assigned %s; budget share %.2f", sorted(revoked), sorted(assigned), share)
+
+    def _catch_up_control(self) -> None:
+        """Read the label requests and labels to their end before events partitions are resumed, so
+        the requests this replica made since its snapshot are charged to its budget before the
+        events they came from are replayed (:meth:`Engine.on_request`). Bounded by the request
+        timeout: the charges still arrive later, they are just no longer first."""
+        io = self.io
+        assert io is not None
+        deadline = time.monotonic() + self.settings.kafka.request_timeout_ms / 1000
+        while not io.control_caught_up():
+            if time.monotonic() > deadline:
+                log.warning("label requests and labels not read to their end within kafka.request_timeout_ms: resuming the events anyway")
+                return
+            records = io.poll_control(100)
+            if records:
+                self._process_control(records)
 
     def _tick(self) -> None:
         now = time.time()

@@ -401,13 +401,19 @@ class Sampler:
         self._plan()
 
     def _spend(self, choice: Choice) -> Choice:
+        self.charge()
+        self._last_boosted = False
+        return choice
+
+    def charge(self) -> None:
+        """Spend a label from every budget whatever they allow: what a query spends, for a label the
+        caller already asked for (a request made before a restart, read back). A budget may go
+        below zero; it then allows nothing until it has earned the label back."""
         for budget in self.budgets:
             budget.spend()
         if self.drift_boost is not None:
             self.drift_boost.cap.spend()
         self.queried += 1
-        self._last_boosted = False
-        return choice
 
     def _spend_boost(self, choice: Choice) -> Choice:
         for cap in self._caps:

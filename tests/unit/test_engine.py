@@ -123,6 +123,39 @@ def test_replayed_event_does_not_ask_twice():
     assert engine.counters.requests == 1
 
 
+def test_requests_made_since_the_snapshot_are_charged_again_when_read_back():
+    budget = {"fraction": 0.25}
+    engine = Engine(settings(budget=budget))
+    engine.replica = "r1"
+    for i in range(40):
+        engine.on_event(event(i), T0)
+    snapshot = pickle.dumps(engine.state())
+    since = [engine.on_event(event(i), T0).request for i in range(40, 80)]
+    since = [request for request in since if request is not None]
+    assert len(since) == 10 and all(request.replica == "r1" for request in since)
+    foreign = [request.model_copy(update={"request_id": f"rq-other-{i}", "replica": "r2"}) for i, request in enumerate(since)]
+
+    restarted = Engine(settings(budget=budget))
+    restarted.replica = "r1"
+    restarted.restore(pickle.loads(snapshot))
+    for request in foreign + since:  # read back before the events are replayed
+        restarted.on_request(request, T0)
+    assert restarted.counters.requests == engine.counters.requests == 20  # the lineage's count, not the snapshot's
+    # The replay of those 40 events, as if it picked others than before (another model, other
+    # picks; new ids make that certain): the budget has paid for their ten labels already.
+    replayed = [restarted.on_event(event(f"replayed-{i}"), T0).request for i in range(40)]
+    assert all(request is None for request in replayed)
+    fresh = [restarted.on_event(event(i), T0).request for i in range(80, 120)]
+    assert sum(request is not None for request in fresh) == 10  # and then it goes on at its rate
+
+    uncharged = Engine(settings(budget=budget))  # no replica (rebuild, simulator): nothing is charged
+    uncharged.restore(pickle.loads(snapshot))
+    for request in since:
+        uncharged.on_request(request, T0)
+    assert uncharged.counters.requests == 10
+    assert sum(uncharged.on_event(event(f"replayed-{i}"), T0).request is not None for i in range(40)) == 10  # 20 in all
+
+
 def test_event_clock_drives_the_rate_budget():
     wall = Engine(settings(budget={"fraction": None, "rate": "1 per second", "rate_burst": 1}))
     event_clock = Engine(settings(budget={"fraction": None, "rate": "1 per second", "rate_burst": 1, "clock": "event"}))
