@@ -6,17 +6,18 @@ The Kafka runner, the demo, the tests and (later) the offline simulator all driv
   :meth:`Engine.on_events` does the same for a list of events, scoring them all at once (the
   Kafka runner's path: one chunk of events between two looks at the labels topic);
 - :meth:`Engine.on_request` records a label request read back from the ``label-requests`` topic
-  (made by this replica before a restart, or by another replica); one this replica made after
-  the snapshot it resumed from is charged to its budget again (:attr:`Engine.replica`);
+  (made by this replica before a restart, or by another replica);
+- :meth:`Engine.charge_replayed` charges the budget for the requests already made for events about
+  to be replayed (a partition resumed from a snapshot, or taken over from another replica);
 - :meth:`Engine.on_label` applies an answer at once, or says why not;
 - :meth:`Engine.tick` expires old requests and gives up on labels that waited too long.
 
 The model's learning is a function of the labels applied, in order: that is what makes snapshots
 plus the label log an exact recovery. Request ids derive from event ids, so a replayed event asks
 again under the same id and the duplicate is absorbed. A replay need not ask about the same
-events, though (labels arrive in another order, so the model differs): the labels spent since the
-snapshot are charged again as their requests are read back, before the events are replayed, so
-a crash never makes the replica ask past its budget.
+events, though (labels arrive in another order, so the model differs): the requests already made
+for the replayed events are charged to the budget first, so a crash or a rebalance never makes
+the replicas ask for more labels than the budget allows.
 
 >>> from stream_al.config import Settings
 >>> from stream_al.messages import Event, LabelMessage
@@ -49,6 +50,9 @@ from stream_al.drift import DriftAlert, DriftMonitor
 from stream_al.messages import Event, Features, InvalidInput, LabelMessage, LabelRequest, ModelControl, canonical_label, numeric_features
 from stream_al.models import BatchScorer, batch_scorer, build_model, linear_contributions
 from stream_al.sampling import Budget, DriftBoost, FractionBudget, OpenRequestsCap, RateBudget, Sampler, build_strategy, random_share_of
+
+
+ASKED_AT_KEPT = 20_000  # positions of the latest requests kept for charge_replayed (far more than a checkpoint's worth)
 
 
 def request_id_for(event_id: str) -> str:
@@ -100,6 +104,7 @@ class EngineCounters:
     late_ground_truth: int = 0
     labels_rejected: dict[str, int] = field(default_factory=dict)
     model_swaps: int = 0
+    replayed_requests_charged: int = 0
 
 
 def build_sampler(settings: Settings) -> Sampler:
@@ -204,9 +209,9 @@ class Engine:
         self._capped = settings.budget.max_open_requests is not None
         self.model_version = 0
         self.counters = EngineCounters()
-        # Set by the Kafka runner (stable across restarts, see snapshot.load_or_create_replica_id) and
-        # put on every request; None (tests, rebuild, simulator): nothing read back is charged.
-        self.replica: str | None = None
+        # Request id -> (partition, offset) of its event, for the latest requests made or read back
+        # (:meth:`charge_replayed`); a replay covers at most the events since the last checkpoint.
+        self.asked_at: OrderedDict[str, tuple[int, int]] = OrderedDict()
         # Open requests in creation order (expiry walks from the front), then requests whose time
         # ran out: an analyst's late answer is still true, so it is still learned.
         self.pending: OrderedDict[str, LabelRequest] = OrderedDict()
@@ -286,7 +291,7 @@ class Engine:
                 p_query=choice.p_query, priority=min(1.0, choice.utility),
                 model_version=self.model_version,
                 contributions=linear_contributions(self.model, event.features, predicted),
-                replica=self.replica,
+                partition=event.partition, offset=event.offset,
             )
             self._remember(decision.request)
             self.counters.requests += 1
@@ -299,12 +304,6 @@ class Engine:
         self.counters.requests_seen += 1
         rid = request.request_id
         if not self._known(rid):
-            if self.replica is not None and request.replica == self.replica:
-                # Asked by this replica after the snapshot it resumed from: that label was spent, and
-                # the replay may ask about other events, so the budget pays for it again (it may go
-                # below zero; it then asks nothing until the events have earned the label back).
-                self.sampler.charge()
-                self.counters.requests += 1
             if request.expires_at <= now:
                 self._keep_expired(request)
             else:
@@ -328,7 +327,31 @@ class Engine:
         """Open, answered (within ``applied_window``) or expired: a request this engine has seen."""
         return request_id in self.pending or request_id in self.answered or request_id in self.expired
 
+    def charge_replayed(self, partition: int, offset: int) -> int:
+        """Charge the budget for each request made for an event of ``partition`` at ``offset`` or
+        later, and return how many: the caller is about to replay those events (resuming from a
+        snapshot, or taking the partition over from another replica), and the replay may ask about
+        other events than the first run did. Each request is charged once; a replayed event that
+        is asked about again finds its request known, and the budget gets that label back.
+
+        >>> from stream_al.config import Settings
+        >>> engine = Engine(Settings(classes=["a", "b"], budget={"fraction": 0.5}, sampler={"random_share": 0}))
+        >>> asked = [engine.on_event(Event(f"e{i}", None, {"x": 1.0}, partition=0, offset=i), now=0.0).request for i in range(4)]
+        >>> engine.charge_replayed(0, 2), engine.charge_replayed(0, 2), engine.sampler.queried
+        (1, 0, 3)
+        """
+        replayed = [rid for rid, (p, o) in self.asked_at.items() if p == partition and o >= offset]
+        for rid in replayed:
+            del self.asked_at[rid]
+            self.sampler.charge()
+        self.counters.replayed_requests_charged += len(replayed)
+        return len(replayed)
+
     def _remember(self, request: LabelRequest) -> None:
+        if request.partition is not None and request.offset is not None:
+            self.asked_at[request.request_id] = (request.partition, request.offset)
+            if len(self.asked_at) > ASKED_AT_KEPT:
+                self.asked_at.popitem(last=False)
         self.pending[request.request_id] = request
         if len(self.pending) > self.settings.requests.max_pending:
             _, oldest = self.pending.popitem(last=False)
@@ -527,7 +550,7 @@ class Engine:
 
     _STATE = (
         "model", "sampler", "model_version", "counters", "pending", "expired", "answered", "answered_features", "waiting",
-        "drift", "background", "background_labels", "swap_pending", "labels_at_swap",
+        "drift", "background", "background_labels", "swap_pending", "labels_at_swap", "asked_at",
     )
 
     def state(self) -> dict[str, Any]:

@@ -79,6 +79,11 @@ class Event:
     id: str
     ts: float | None
     features: Features
+    # Where it was read (the events topic's partition and offset); None outside Kafka. A request
+    # carries it, so a replica that resumes or takes over a partition knows which requests were
+    # made for the events it is about to replay (Engine.charge_replayed).
+    partition: int | None = None
+    offset: int | None = None
 
 
 class EventMessage(BaseModel):
@@ -232,7 +237,7 @@ class EventParser:
             )
         if not features:
             raise InvalidInput("invalid_event", "event has no features")
-        return Event(event_id, ts, features)
+        return Event(event_id, ts, features, partition, offset)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,10 +303,8 @@ class LabelRequest(BaseModel):
     contributions: dict[str, float] | None = Field(
         None, description="linear models only: the features that pushed the score most (weight x scaled value)"
     )
-    replica: str | None = Field(
-        None, description="the replica that asked (stable across its restarts): after one, it charges its budget again for "
-        "the requests it made since its snapshot, so a replay does not ask past the budget"
-    )
+    partition: int | None = Field(None, description="the event's partition in the events topic (None outside Kafka)")
+    offset: int | None = Field(None, description="the event's offset in that partition")
 
     def to_json(self) -> bytes:
         """The bytes of ``model_dump_json()``, ~3x faster: every field is a JSON-native value.

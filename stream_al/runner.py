@@ -28,10 +28,12 @@ labels, and on stop), in this order:
    means another replica decided those events after a rebalance); the control topics always start
    at the snapshot's offsets, which is what applies every label exactly once.
 
-On recovery (and whenever the group assigns partitions) the control topics are read to their end
-before the events partitions are resumed: the requests this replica made after its snapshot carry
-its replica id, and reading them back charges the budget for them again (``Engine.on_request``),
-so the replay, which may pick other events than the lost run did, stays within the budget.
+Whenever the group assigns events partitions (on start too), the control topics are read to their
+end before those partitions are resumed, and the requests already made for the events about to be
+replayed (each request carries its event's partition and offset: made by this replica before a
+crash, or by the partition's previous owner) are charged to the budget (``Engine.charge_replayed``).
+A replay may pick other events than the first run did; charged first, it still stays within the
+budget.
 
 **Broker outages.** A probe thread asks the cluster for metadata every second. While it gets no
 answer, ``/readyz`` says not ready, polls simply return nothing, and no checkpoint is attempted
@@ -66,7 +68,7 @@ from stream_al.faults import crash_point
 from stream_al.kafka_io import BrokerProbe, DeliveryError, KafkaIO, MessageTooLarge, Partition
 from stream_al.messages import Event, EventParser, InvalidInput, ModelControl, parse_label_log, parse_label_request
 from stream_al.metrics import HealthServer, Metrics
-from stream_al.snapshot import SnapshotStore, load_or_create_replica_id
+from stream_al.snapshot import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,6 @@ class Runner:
             self.metrics.drift_detected.labels(signal)  # every signal's series exists from the start, at 0
         key = settings.snapshots.key.get_secret_value().encode() if settings.snapshots.key else None
         self.store = SnapshotStore(settings.snapshots.dir, key=key, keep=settings.snapshots.keep)
-        self.engine.replica = load_or_create_replica_id(self.store.directory)
         self.events_offsets: dict[Partition, int] = {}
         self.control_offsets: dict[Partition, int] = {}
         self._stop = threading.Event()
@@ -403,11 +404,19 @@ class Runner:
             return
         if assigned:
             self._catch_up_control()
+        charged = 0
         for partition in sorted(assigned):
             snapshot_offset = self.events_offsets.get(partition)
             committed = io.committed(partition)
             use_snapshot = snapshot_offset is not None and (committed is None or snapshot_offset > committed)
+            resume = snapshot_offset if use_snapshot else committed
+            if resume is None and self.settings.kafka.auto_offset_reset == "earliest":
+                resume = 0
+            if resume is not None:
+                charged += self.engine.charge_replayed(partition[1], resume)
             io.seek_and_resume(partition, snapshot_offset if use_snapshot else None)
+        if charged:
+            log.info("charged the budget %d labels for requests already made for events to be replayed", charged)
         owned = io.owned_events_partitions()
         share = len(owned) / max(1, io.events_partition_count)
         self.engine.set_budget_share(share)
@@ -418,9 +427,9 @@ class Runner:
 
     def _catch_up_control(self) -> None:
         """Read the label requests and labels to their end before events partitions are resumed, so
-        the requests this replica made since its snapshot are charged to its budget before the
-        events they came from are replayed (:meth:`Engine.on_request`). Bounded by the request
-        timeout: the charges still arrive later, they are just no longer first."""
+        that every request already made for an event about to be replayed is known and charged
+        (:meth:`Engine.charge_replayed`). Bounded by the request timeout: a request read later is
+        not charged, and its event's replay may ask again."""
         io = self.io
         assert io is not None
         deadline = time.monotonic() + self.settings.kafka.request_timeout_ms / 1000
@@ -511,6 +520,7 @@ class Runner:
             "events_this_run": self.events_this_run,
             "events_per_second": self.events_this_run / busy if busy > 0 else None,
             "label_requests": c.requests,
+            "replayed_requests_charged": c.replayed_requests_charged,  # made before a crash or by a previous owner
             "labels_applied": c.labels_applied,
             "corrections": c.corrections,
             "late_ground_truth": c.late_ground_truth,

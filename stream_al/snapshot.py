@@ -39,34 +39,17 @@ class SnapshotError(RuntimeError):
     """A snapshot file that cannot be trusted or read."""
 
 
-def _load_or_create(path: Path, make: bytes) -> bytes:
-    """The bytes kept in ``path`` (mode 0600), written from ``make`` on first use."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        return path.read_bytes()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(make)
-    return make
-
-
 def load_or_create_key(directory: Path) -> bytes:
     """The HMAC key kept beside the snapshots (mode 0600) when none is configured."""
-    return _load_or_create(directory / ".key", secrets.token_bytes(32))
-
-
-def load_or_create_replica_id(directory: Path) -> str:
-    """The id of the replica whose snapshots live in ``directory``: random, kept beside them, so the
-    same across its restarts (each replica has a snapshots directory of its own). Its label requests
-    carry it, so that after a restart it knows which of the requests it reads back it made itself.
-
-    >>> import tempfile
-    >>> directory = Path(tempfile.mkdtemp())
-    >>> first = load_or_create_replica_id(directory)
-    >>> first == load_or_create_replica_id(directory), len(first)
-    (True, 16)
-    """
-    return _load_or_create(directory / ".replica", secrets.token_hex(8).encode()).decode()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".key"
+    if path.exists():
+        return path.read_bytes()
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
 
 
 class SnapshotStore:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stream_al.config import Settings
-from stream_al.engine import Engine, request_id_for
+from stream_al.engine import ASKED_AT_KEPT, Engine, request_id_for
 from stream_al.messages import Event, LabelMessage, LabelRequest
 from stream_al.sampling import FractionBudget
 
@@ -123,37 +123,63 @@ def test_replayed_event_does_not_ask_twice():
     assert engine.counters.requests == 1
 
 
-def test_requests_made_since_the_snapshot_are_charged_again_when_read_back():
+def positioned(i: int, partition: int = 0, name: str = "e") -> Event:
+    return Event(f"{name}{i}", None, dict(X), partition=partition, offset=i)
+
+
+def test_requests_already_made_for_replayed_events_are_charged_before_the_replay():
     budget = {"fraction": 0.25}
     engine = Engine(settings(budget=budget))
-    engine.replica = "r1"
     for i in range(40):
-        engine.on_event(event(i), T0)
+        engine.on_event(positioned(i), T0)
     snapshot = pickle.dumps(engine.state())
-    since = [engine.on_event(event(i), T0).request for i in range(40, 80)]
+    since = [engine.on_event(positioned(i), T0).request for i in range(40, 80)]
     since = [request for request in since if request is not None]
-    assert len(since) == 10 and all(request.replica == "r1" for request in since)
-    foreign = [request.model_copy(update={"request_id": f"rq-other-{i}", "replica": "r2"}) for i, request in enumerate(since)]
+    assert len(since) == 10 and all(request.partition == 0 and request.offset >= 40 for request in since)
 
-    restarted = Engine(settings(budget=budget))
-    restarted.replica = "r1"
+    restarted = Engine(settings(budget=budget))  # killed after event 79; resumes at offset 40
     restarted.restore(pickle.loads(snapshot))
-    for request in foreign + since:  # read back before the events are replayed
+    for request in since:  # read back before the events are replayed
         restarted.on_request(request, T0)
-    assert restarted.counters.requests == engine.counters.requests == 20  # the lineage's count, not the snapshot's
-    # The replay of those 40 events, as if it picked others than before (another model, other
-    # picks; new ids make that certain): the budget has paid for their ten labels already.
-    replayed = [restarted.on_event(event(f"replayed-{i}"), T0).request for i in range(40)]
-    assert all(request is None for request in replayed)
-    fresh = [restarted.on_event(event(i), T0).request for i in range(80, 120)]
-    assert sum(request is not None for request in fresh) == 10  # and then it goes on at its rate
+    assert restarted.charge_replayed(0, 40) == 10 and restarted.charge_replayed(0, 40) == 0  # once each
+    assert restarted.counters.replayed_requests_charged == 10
+    # The replay, as if it picked other events than before (another model; new ids make it certain):
+    # the budget has paid for those ten labels already.
+    assert all(restarted.on_event(positioned(i, name="other"), T0).request is None for i in range(40, 80))
+    assert sum(restarted.on_event(positioned(i), T0).request is not None for i in range(80, 120)) == 10  # then at its rate
 
-    uncharged = Engine(settings(budget=budget))  # no replica (rebuild, simulator): nothing is charged
+    uncharged = Engine(settings(budget=budget))  # what a replay did before: ten more labels
     uncharged.restore(pickle.loads(snapshot))
     for request in since:
         uncharged.on_request(request, T0)
-    assert uncharged.counters.requests == 10
-    assert sum(uncharged.on_event(event(f"replayed-{i}"), T0).request is not None for i in range(40)) == 10  # 20 in all
+    assert sum(uncharged.on_event(positioned(i, name="other"), T0).request is not None for i in range(40, 80)) == 10
+
+
+def test_a_replica_taking_over_a_partition_is_charged_for_its_previous_owner_s_requests():
+    owner, successor = Engine(settings(budget={"fraction": 0.25})), Engine(settings(budget={"fraction": 0.25}))
+    made = [owner.on_event(positioned(i, partition=2), T0).request for i in range(100)]
+    for request in made:
+        if request is not None:
+            successor.on_request(request, T0)  # every replica reads every request
+    assert successor.charge_replayed(1, 0) == 0  # other partitions' requests are not its concern
+    # The owner committed offset 60 at its last checkpoint: the successor replays 60-99.
+    assert successor.charge_replayed(2, 60) == sum(1 for r in made if r is not None and r.offset >= 60) == 10
+    asked_again = [successor.on_event(positioned(i, partition=2), T0).request for i in range(60, 100)]
+    assert all(request is None for request in asked_again)  # the same events: their requests are known
+
+
+def test_request_positions_are_bounded_and_in_the_snapshot():
+    engine = Engine(settings())
+    for i in range(ASKED_AT_KEPT + 5):
+        engine.on_request(LabelRequest(
+            request_id=f"rq-{i}", event_id=f"e{i}", created_at=T0, expires_at=T0 + 60, features=X, scores={},
+            predicted=None, uncertainty=1.0, reason="cold_start", p_query=1.0, priority=1.0, model_version=0,
+            partition=0, offset=i,
+        ), T0)
+    assert len(engine.asked_at) == ASKED_AT_KEPT and "rq-4" not in engine.asked_at and "rq-5" in engine.asked_at
+    restored = Engine(settings())
+    restored.restore(pickle.loads(pickle.dumps(engine.state())))
+    assert restored.asked_at == engine.asked_at
 
 
 def test_event_clock_drives_the_rate_budget():

@@ -499,6 +499,6 @@ def test_label_request_to_json_is_model_dump_json_byte_for_byte():
             scores={"legit": rng.random(), "fraud": rng.random()}, predicted=rng.choice([None, "fraud"]),
             uncertainty=rng.random(), reason="uncertainty", p_query=rng.random(), priority=rng.random(),
             model_version=rng.randint(0, 1 << 40), contributions=rng.choice([None, {"a": -0.5, "b": 1e-9}]),
-            replica=rng.choice([None, "0f3a9c1e5b7d2468"]),
+            partition=rng.choice([None, 3]), offset=rng.choice([None, 0, 1 << 50]),
         )
         assert request.to_json() == request.model_dump_json().encode()
