@@ -24,7 +24,9 @@ What it does:
    c. a model rebuilt offline from the label log (:func:`stream_al.rebuild.rebuild`, what
       ``stream-al rebuild`` runs) agrees with each replica's newest snapshot model on a 5x5 grid of
       probe points within ``--tolerance`` (0.02 by default: the order in which a restart re-reads labels
-      and requests may differ, far below the effect of one label) and has the same model version.
+      and requests may differ, far below the effect of one label) and has the same model version;
+   d. the distinct label requests stay within the budget over the whole run, kills and rebalances
+      included: ``fraction`` x events produced + each replica's burst (10).
 
 Run it::
 
@@ -360,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(f"(a) {len(lost)} events never predicted, e.g. {sorted(lost)[:5]}")
         if len(labels) != len(distinct_labels):
             failures.append(f"(b) the labels topic holds {len(labels) - len(distinct_labels)} duplicate labels")
+        # (d) the budget over the whole run, every kill and rebalance included: each replica's
+        # fraction bucket saves up at most its burst (10) besides the fraction of its events.
+        budget_bound = settings.budget.fraction * producer.produced + 10 * len(replicas)
+        if len(set(requests)) > budget_bound:
+            failures.append(f"(d) {len(set(requests)):,} distinct requests for {producer.produced:,} events: over the budget's bound {budget_bound:,.0f}")
         unanswered = set(requests) - distinct_labels
         if unanswered:
             failures.append(f"the analyst left {len(unanswered)} requests unanswered")
@@ -391,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predictions (incl. replays)     {len(predictions):,} ({len(predictions) - len(predicted):,} replays), distinct events {len(predicted):,}")
         print(f"predicted during the chaos      {len(during):,} distinct events (the rest in the catch-up rounds)")
         print(f"lost events                     {len(lost):,}")
-        print(f"label requests                  distinct {len(set(requests)):,}, total on the topic {len(requests):,}")
+        print(f"label requests                  distinct {len(set(requests)):,} (budget bound {budget_bound:,.0f}), total on the topic {len(requests):,}")
         print(f"duplicates absorbed             {len(requests) - len(set(requests)):,} re-emitted requests (the analyst skipped {analyst.duplicates:,})")
         print(f"labels on the topic             {len(labels):,} ({len(distinct_labels):,} distinct)")
         print(f"dead letters                    {len(dead):,}")
@@ -408,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             for failure in failures:
                 print("  " + failure)
         else:
-            print("\nOK: lost = 0, every label applied exactly once on every replica, every replica's model equals the rebuilt one")
+            print("\nOK: lost = 0, every label applied exactly once on every replica, every replica's model equals the rebuilt one,"
+                  " the budget held")
         print(f"logs and stats in {workdir}")
         return 1 if failures else 0
     finally:
