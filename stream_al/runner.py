@@ -429,13 +429,16 @@ class Runner:
         """Read the label requests and labels to their end before events partitions are resumed, so
         that every request already made for an event about to be replayed is known and charged
         (:meth:`Engine.charge_replayed`). Bounded by the request timeout: a request read later is
-        not charged, and its event's replay may ask again."""
+        not charged, and its event's replay may ask again. Half the poll interval at most: the
+        events consumer is not polled meanwhile, and the group would drop a member silent longer."""
         io = self.io
         assert io is not None
-        deadline = time.monotonic() + self.settings.kafka.request_timeout_ms / 1000
+        kafka = self.settings.kafka
+        wait = min(kafka.request_timeout_ms, kafka.max_poll_interval_ms / 2) / 1000
+        deadline = time.monotonic() + wait
         while not io.control_caught_up():
             if time.monotonic() > deadline:
-                log.warning("label requests and labels not read to their end within kafka.request_timeout_ms: resuming the events anyway")
+                log.warning("label requests and labels not read to their end within %.0f s: resuming the events anyway", wait)
                 return
             records = io.poll_control(100)
             if records:

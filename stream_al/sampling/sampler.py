@@ -406,8 +406,8 @@ class Sampler:
         return choice
 
     def charge(self) -> None:
-        """Spend a label from every budget whatever they allow: what a query spends, for a label the
-        caller already asked for (a request made before a restart, read back). A budget may go
+        """Spend a label from every budget whatever they allow: what a query spends, for a label
+        already asked for (a request made for an event about to be replayed). A budget may go
         below zero; it then allows nothing until it has earned the label back."""
         for budget in self.budgets:
             budget.spend()
