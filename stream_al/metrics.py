@@ -35,6 +35,11 @@ class Metrics:
         self.labels_rejected = Counter(f"{p}_labels_rejected", "Labels not learned, by reason.", ["reason"], registry=r)
         self.dead_letters = Counter(f"{p}_dead_letters", "Messages sent to the dead-letter topic, by reason.", ["reason"], registry=r)
         self.requests_expired = Counter(f"{p}_requests_expired", "Label requests that expired unanswered.", registry=r)
+        self.replayed_requests_charged = Counter(
+            f"{p}_replayed_requests_charged",
+            "Labels charged to the budget for requests already made for events about to be replayed (after a crash or a rebalance).",
+            registry=r,
+        )
         self.snapshots = Counter(f"{p}_snapshots", "Snapshots written.", registry=r)
         self.pending_requests = Gauge(f"{p}_pending_requests", "Open label requests.", registry=r)
         self.budget_used_ratio = Gauge(f"{p}_budget_used_ratio", "Labels asked for over labels the budget allowed so far.", registry=r)

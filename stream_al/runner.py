@@ -416,6 +416,7 @@ class Runner:
                 charged += self.engine.charge_replayed(partition[1], resume)
             io.seek_and_resume(partition, snapshot_offset if use_snapshot else None)
         if charged:
+            self.metrics.replayed_requests_charged.inc(charged)
             log.info("charged the budget %d labels for requests already made for events to be replayed", charged)
         owned = io.owned_events_partitions()
         share = len(owned) / max(1, io.events_partition_count)
