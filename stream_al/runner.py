@@ -409,12 +409,13 @@ class Runner:
             snapshot_offset = self.events_offsets.get(partition)
             committed = io.committed(partition)
             use_snapshot = snapshot_offset is not None and (committed is None or snapshot_offset > committed)
-            resume = snapshot_offset if use_snapshot else committed
+            seek = snapshot_offset if use_snapshot else None  # None: the committed offset, else auto_offset_reset
+            resume = seek if seek is not None else committed
             if resume is None and self.settings.kafka.auto_offset_reset == "earliest":
                 resume = 0
             if resume is not None:
                 charged += self.engine.charge_replayed(partition[1], resume)
-            io.seek_and_resume(partition, snapshot_offset if use_snapshot else None)
+            io.seek_and_resume(partition, seek)
         if charged:
             self.metrics.replayed_requests_charged.inc(charged)
             log.info("charged the budget %d labels for requests already made for events to be replayed", charged)
