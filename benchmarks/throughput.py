@@ -12,8 +12,9 @@ What it measures, per run, on the same freshly produced ``events`` topic (4 part
    features, ``budget.fraction: 0.05`` and no other limit, predictions on, metrics on port 0, its own
    consumer group and snapshot directory. Its events/s is ``events_per_second`` from its
    ``--stats-json`` (the runner measures first to last batch itself, group join excluded). While it
-   runs, an *instant analyst* thread here reads ``label-requests`` and answers every request at once
-   on ``labels`` (``"1" if f0 + f1 > 1 else "0"``), so the engine learns while it scores; the stats
+   runs, an *instant analyst* thread here reads ``label-requests`` and answers every request as soon
+   as it reads it on ``labels`` (``"1" if f0 + f1 > 1 else "0"``; requests fetched 50 ms or 64 KiB at
+   a time, answers sent with a 10 ms linger), so the engine learns while it scores; the stats
    then give ``label_to_update_seconds`` (label's Kafka timestamp to the model update) p50/p99.
 
 The two consumers run one after the other, never together; each run uses fresh topics. The table
