@@ -6,6 +6,7 @@ event is decided (replays allowed, losses not)."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import orjson
@@ -69,9 +70,24 @@ def test_sigterm_mid_batch_checkpoints_and_the_restart_neither_replays_nor_skips
     while not read_all(settings, settings.topics.predictions, idle_seconds=0.2) and time.monotonic() < deadline:
         produce_events(settings, total, 2000)
         total += 2000
-    produce_events(settings, total, 20_000)  # a backlog: SIGTERM lands in the middle of it
-    total += 20_000
+    # SIGTERM while events are still being produced, so it cannot land after the engine has read
+    # them all (a 20,000-event backlog produced up front was sometimes consumed before the signal).
+    chunk, chunks, produced = 2000, 20, []
+    start = total
+
+    def produce_backlog() -> None:
+        for k in range(chunks):
+            produce_events(settings, start + k * chunk, chunk)
+            produced.append(k)
+
+    backlog = threading.Thread(target=produce_backlog, daemon=True)
+    backlog.start()
+    wait_for(lambda: len(produced) >= 2, 60, "the backlog is not being produced")
+    assert backlog.is_alive(), "the backlog was produced before the SIGTERM: make it longer"
     assert first.terminate() == 0
+    backlog.join(120)
+    assert len(produced) == chunks
+    total += chunk * chunks
     done_first = first.read_stats()["events_this_run"]
     assert 0 < done_first < total
     second = EngineProcess(config, tmp_path / "second.json", "--idle-exit-seconds", "3")
