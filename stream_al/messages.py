@@ -33,6 +33,7 @@ SCHEMA_VERSION = 1
 
 FeatureValue = float | int | bool | str | None
 Features = dict[str, float]
+FeatureType = Literal["number", "category"]
 
 
 class InvalidInput(ValueError):
@@ -64,11 +65,20 @@ class InputMapping(BaseModel):
     features_field: str | None = "features"
     feature_fields: tuple[str, ...] | None = None
     exclude_fields: tuple[str, ...] = ()
+    # Declared types make a wrong-typed value a dead letter instead of a new feature: without them
+    # a string in a numeric field (``"amount": "NaN?"``) becomes the one-hot ``amount=NaN?``.
+    feature_types: dict[str, FeatureType] = Field(
+        default_factory=dict, description="feature name -> number or category; a value of another type is a dead letter",
+    )
 
     @model_validator(mode="after")
     def _one_feature_source(self) -> InputMapping:
         if self.features_field and self.feature_fields:
             raise ValueError("set either features_field or feature_fields, not both")
+        if self.feature_fields is not None:
+            unknown = sorted(set(self.feature_types) - set(self.feature_fields))
+            if unknown:
+                raise ValueError(f"feature_types names {unknown}, which feature_fields does not list")
         return self
 
 
@@ -157,14 +167,26 @@ def parse_timestamp(value: Any) -> float | None:
     raise InvalidInput("invalid_event", f"timestamp has type {type(value).__name__}")
 
 
-def numeric_features(raw: dict[str, Any], source: str = "features") -> Features:
+def numeric_features(raw: dict[str, Any], source: str = "features", types: dict[str, FeatureType] | None = None) -> Features:
     """Turn ``{name: number|bool|str|null}`` into ``{name: float}`` (one-hot strings, drop nulls).
+
+    ``types`` declares some names: a ``number`` must be a finite number or a string holding one, a
+    ``category`` a string, integer or boolean (one-hot either way); anything else is invalid.
 
     >>> numeric_features({"a": 1, "b": True, "c": "x", "d": None})
     {'a': 1.0, 'b': 1.0, 'c=x': 1.0}
+    >>> numeric_features({"amount": "12.5", "mcc": 5411}, types={"amount": "number", "mcc": "category"})
+    {'amount': 12.5, 'mcc=5411': 1.0}
+    >>> try:
+    ...     numeric_features({"amount": "NaN?"}, types={"amount": "number"})
+    ... except InvalidInput as exc:
+    ...     print(exc.reason, "-", exc.detail)
+    invalid_event - features.amount must be a number, got 'NaN?'
     """
     out: Features = {}
     for name, value in raw.items():
+        if types and value is not None and name in types:
+            value = _declared(value, types[name], f"{source}.{name}")
         kind = type(value)
         if kind is float:
             if value != value or value in (math.inf, -math.inf):
@@ -181,13 +203,33 @@ def numeric_features(raw: dict[str, Any], source: str = "features") -> Features:
     return out
 
 
+def _declared(value: Any, declared: FeatureType, where: str) -> float | str:
+    """A value of a feature with a declared type, as :func:`numeric_features` then takes it:
+    a float for a number (not finite is caught there), a string for a category."""
+    kind = type(value)
+    if declared == "number":
+        if kind is float or kind is int:
+            return float(value)
+        if kind is str:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise InvalidInput("invalid_event", f"{where} must be a number, got {value!r}")
+    if kind is str or kind is int:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    raise InvalidInput("invalid_event", f"{where} must be a category (a string, integer or boolean), got {value!r}")
+
+
 _is_float = float.__instancecheck__  # orjson decodes numbers as exact int or float, never a subclass
 
 
 class EventParser:
     """Decodes raw event bytes with an :class:`InputMapping` into an :class:`Event`."""
 
-    __slots__ = ("mapping", "_excluded", "_id_key", "_ts_key", "_features_key")
+    __slots__ = ("mapping", "_excluded", "_id_key", "_ts_key", "_features_key", "_types", "_floats_fit_types")
 
     def __init__(self, mapping: InputMapping):
         self.mapping = mapping
@@ -196,6 +238,8 @@ class EventParser:
         self._id_key = mapping.id_field if "." not in mapping.id_field else None
         self._ts_key = mapping.timestamp_field if mapping.timestamp_field and "." not in mapping.timestamp_field else None
         self._features_key = mapping.features_field if mapping.features_field and "." not in mapping.features_field else None
+        self._types = mapping.feature_types or None
+        self._floats_fit_types = "category" not in mapping.feature_types.values()  # then all-float features pass as they are
 
     def parse(self, raw: bytes, topic: str, partition: int, offset: int) -> Event:
         """Parse one event read at (topic, partition, offset); that position is its id when it has none."""
@@ -224,16 +268,18 @@ class EventParser:
             raw_features = obj.get(self._features_key) if self._features_key is not None else _get_path(obj, mapping.features_field)
             if type(raw_features) is not dict:
                 raise InvalidInput("invalid_event", f"field {mapping.features_field!r} must be an object of features")
-            if raw_features and all(map(_is_float, raw_features.values())):
+            types = self._types
+            if raw_features and all(map(_is_float, raw_features.values())) and self._floats_fit_types:
                 features = raw_features  # the common case; orjson never decodes NaN or infinity
             else:
-                features = numeric_features(raw_features, mapping.features_field)
+                features = numeric_features(raw_features, mapping.features_field, types)
         elif mapping.feature_fields:
-            features = numeric_features({path: _get_path(obj, path) for path in mapping.feature_fields}, "event")
+            features = numeric_features({path: _get_path(obj, path) for path in mapping.feature_fields}, "event", self._types)
         else:
-            excluded = self._excluded
+            excluded, types = self._excluded, self._types or {}
             features = numeric_features(
-                {k: v for k, v in obj.items() if k not in excluded and (type(v) in (int, float, bool))}, "event"
+                {k: v for k, v in obj.items() if k not in excluded and (type(v) in (int, float, bool) or k in types)},
+                "event", types,
             )
         if not features:
             raise InvalidInput("invalid_event", "event has no features")

@@ -68,6 +68,7 @@ def test_events_become_requests_and_labels_change_the_model(kafka_bootstrap, top
 def test_every_kind_of_bad_input_is_dead_lettered_and_the_engine_keeps_going(kafka_bootstrap, topic_prefix, tmp_path):
     settings = engine_settings(
         kafka_bootstrap, topic_prefix, tmp_path, budget={"fraction": 1.0}, requests={"label_wait_seconds": 1.0},
+        input={"feature_types": {"a": "number"}},
     )
     bad_events = {
         b"{not json": "malformed_json",
@@ -78,6 +79,7 @@ def test_every_kind_of_bad_input_is_dead_lettered_and_the_engine_keeps_going(kaf
         b'{"id": "none", "features": {}}': "invalid_event",
         b'{"id": true, "features": {"a": 1}}': "invalid_event",
         b'{"id": "ts", "ts": "yesterday", "features": {"a": 1}}': "invalid_event",
+        b'{"id": "typed", "features": {"a": "NaN?"}}': "invalid_event",  # "a" is declared a number
     }
     send_raw(settings, settings.topics.events, list(bad_events))
     produce_events(settings, 0, 3)  # good events after the bad ones are still scored

@@ -104,6 +104,45 @@ def test_all_numeric_mode_without_numbers_is_invalid():
     assert info.value.reason == "invalid_event"
 
 
+def test_declared_feature_types_turn_wrong_types_into_invalid_events():
+    mapping = InputMapping(
+        features_field=None, feature_fields=("amount", "mcc", "card.age_days"),
+        feature_types={"amount": "number", "mcc": "category", "card.age_days": "number"},
+    )
+    event = parse({"id": "t1", "amount": "12.5", "mcc": 5411, "card": {"age_days": 40}}, mapping)
+    assert event.features == {"amount": 12.5, "mcc=5411": 1.0, "card.age_days": 40.0}
+    assert parse({"id": "t2", "amount": None, "mcc": "5411", "card": {"age_days": 1}}, mapping).features == {
+        "mcc=5411": 1.0, "card.age_days": 1.0,  # null stays "missing", declared or not
+    }
+    for amount in ("NaN?", "NaN", "inf", True, [1]):
+        with pytest.raises(InvalidInput, match="event.amount") as info:
+            parse({"id": "t3", "amount": amount, "mcc": "5411", "card": {"age_days": 1}}, mapping)
+        assert info.value.reason == "invalid_event"
+    with pytest.raises(InvalidInput, match="event.mcc must be a category"):
+        parse({"id": "t4", "amount": 1.0, "mcc": 54.11, "card": {"age_days": 1}}, mapping)
+    # Undeclared, the same string is a category: what the declaration is for.
+    assert parse({"id": "t5", "amount": "NaN?"}, InputMapping(features_field=None, feature_fields=("amount",))).features == {"amount=NaN?": 1.0}
+
+
+def test_declared_types_in_the_features_object_and_in_top_level_fields():
+    mapping = InputMapping(feature_types={"f0": "number", "country": "category"})
+    assert parse({"id": "a", "features": {"f0": 1.5, "f1": 2.0, "country": "FR"}}, mapping).features == {
+        "f0": 1.5, "f1": 2.0, "country=FR": 1.0,
+    }
+    assert reason_of({"id": "b", "features": {"f0": "oops", "country": "FR"}}, mapping) == "invalid_event"
+    assert reason_of({"id": "c", "features": {"f0": 1.0, "country": 0.5}}, mapping) == "invalid_event"  # all floats, still checked
+    top = InputMapping(features_field=None, feature_types={"amount": "number", "country": "category"})
+    assert parse({"id": "d", "amount": "3", "country": "FR", "other": "x"}, top).features == {"amount": 3.0, "country=FR": 1.0}
+    assert reason_of({"id": "e", "amount": "three"}, top) == "invalid_event"
+
+
+def test_feature_types_must_name_listed_feature_fields():
+    with pytest.raises(ValidationError, match="feature_types names"):
+        InputMapping(features_field=None, feature_fields=("amount",), feature_types={"amout": "number"})
+    with pytest.raises(ValidationError):
+        InputMapping(feature_types={"amount": "numeric"})
+
+
 def test_mapping_allows_only_one_feature_source():
     with pytest.raises(ValidationError, match="either features_field or feature_fields"):
         InputMapping(feature_fields=("a",))  # features_field keeps its default "features"
