@@ -268,11 +268,10 @@ class EventParser:
             raw_features = obj.get(self._features_key) if self._features_key is not None else _get_path(obj, mapping.features_field)
             if type(raw_features) is not dict:
                 raise InvalidInput("invalid_event", f"field {mapping.features_field!r} must be an object of features")
-            types = self._types
             if raw_features and all(map(_is_float, raw_features.values())) and self._floats_fit_types:
                 features = raw_features  # the common case; orjson never decodes NaN or infinity
             else:
-                features = numeric_features(raw_features, mapping.features_field, types)
+                features = numeric_features(raw_features, mapping.features_field, self._types)
         elif mapping.feature_fields:
             features = numeric_features({path: _get_path(obj, path) for path in mapping.feature_fields}, "event", self._types)
         else:
