@@ -293,6 +293,7 @@ class Engine:
                 contributions=linear_contributions(self.model, event.features, predicted),
                 partition=event.partition, offset=event.offset,
             )
+            self._note_position(decision.request)
             self._remember(decision.request)
             self.counters.requests += 1
         return decision
@@ -304,8 +305,9 @@ class Engine:
         self.counters.requests_seen += 1
         rid = request.request_id
         if not self._known(rid):
+            self._note_position(request)
             if request.expires_at <= now:
-                self._keep_expired(request)
+                self._keep_expired(request)  # its label was still spent: a replay charges it too
             else:
                 self._remember(request)
         waited = self.waiting.pop(rid, None)
@@ -347,11 +349,15 @@ class Engine:
         self.counters.replayed_requests_charged += len(replayed)
         return len(replayed)
 
-    def _remember(self, request: LabelRequest) -> None:
+    def _note_position(self, request: LabelRequest) -> None:
+        """Keep where a request's event was read, for :meth:`charge_replayed`: every request made
+        or read back, open or already expired."""
         if request.partition is not None and request.offset is not None:
             self.asked_at[request.request_id] = (request.partition, request.offset)
             if len(self.asked_at) > ASKED_AT_KEPT:
                 self.asked_at.popitem(last=False)
+
+    def _remember(self, request: LabelRequest) -> None:
         self.pending[request.request_id] = request
         if len(self.pending) > self.settings.requests.max_pending:
             _, oldest = self.pending.popitem(last=False)

@@ -168,6 +168,21 @@ def test_a_replica_taking_over_a_partition_is_charged_for_its_previous_owner_s_r
     assert all(request is None for request in asked_again)  # the same events: their requests are known
 
 
+def test_requests_read_back_already_expired_are_charged_too():
+    # Down longer than requests.ttl_seconds: every request made since the snapshot has expired by
+    # the time it is read back, and its label was still spent.
+    budget = {"fraction": 0.25}
+    engine = Engine(settings(budget=budget))
+    made = [engine.on_event(positioned(i), T0).request for i in range(40)]
+    made = [request for request in made if request is not None]
+    restarted = Engine(settings(budget=budget))
+    later = T0 + restarted.settings.requests.ttl_seconds + 1
+    for request in made:
+        restarted.on_request(request, later)
+    assert restarted.counters.expired == len(made) == 10
+    assert restarted.charge_replayed(0, 0) == 10
+
+
 def test_request_positions_are_bounded_and_in_the_snapshot():
     engine = Engine(settings())
     for i in range(ASKED_AT_KEPT + 5):
