@@ -26,6 +26,7 @@ difference is under zero by more than two standard errors).
 
     python benchmarks/peers.py --quick            # 3000 events per stream, budgets 5% and 10%, 3 seeds
     python benchmarks/peers.py --out results.json # full panel: 1/5/10/20%, delays 0 and 500
+    python benchmarks/peers.py --quick --streams mine.csv --target label   # a stream of your own
 
 Needs the ``bench`` extra: ``pip install -e '.[bench]'``.
 """
@@ -33,6 +34,7 @@ Needs the ``bench`` extra: ``pip install -e '.[bench]'``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -127,7 +129,14 @@ def river_entropy(stream: Stream, budget: float, delay: int, seed: int) -> tuple
     return _prequential(stream, delay, decide, model.learn_one)
 
 
+SKAL_PEERS = (
+    "skal StreamRandomSampling", "skal PeriodicSampling", "skal FixedUncertainty", "skal VariableUncertainty",
+    "skal RandomVariableUncertainty", "skal Split", "skal StreamProbabilisticAL",
+)
+
+
 def _skactiveml_factories(classes: list[str]) -> dict[str, Callable[[float, int], Any]]:
+    """The :data:`SKAL_PEERS` (imported here: scikit-activeml is only needed when one of them runs)."""
     from skactiveml import stream as s
 
     return {
@@ -267,19 +276,24 @@ def ours_decision_loop(stream: Stream, budget: float, delay: int, seed: int) -> 
 
 
 def run_panel(streams: list[str], budgets: list[float], delays: list[int], events: int | None, seeds: list[int],
-              peers: list[str] | None, log: Callable[[str], None], extra: list[str] = (), with_ours: bool = True) -> list[Row]:
+              peers: list[str] | None, log: Callable[[str], None], extra: list[str] = (), with_ours: bool = True,
+              load: Callable[..., Stream] = load_stream) -> list[Row]:
     rows: list[Row] = []
     for seed in seeds:
-        rows.extend(run_seed(streams, budgets, delays, events, seed, peers, log, extra, with_ours))
+        rows.extend(run_seed(streams, budgets, delays, events, seed, peers, log, extra, with_ours, load))
     return rows
 
 
 def run_seed(streams: list[str], budgets: list[float], delays: list[int], events: int | None, seed: int,
-             peers: list[str] | None, log: Callable[[str], None], extra: list[str] = (), with_ours: bool = True) -> list[Row]:
+             peers: list[str] | None, log: Callable[[str], None], extra: list[str] = (), with_ours: bool = True,
+             load: Callable[..., Stream] = load_stream) -> list[Row]:
+    """One seed of the panel; ``load(name, events=, seed=)`` reads each stream (``load_stream`` with
+    a file's target column bound, for a CSV / JSONL of the user's own)."""
     rows: list[Row] = []
-    for name in streams:
-        stream = load_stream(name, events=events, seed=seed)
-        skal = list(_skactiveml_factories(list(stream.classes)))
+    for source in streams:
+        stream = load(source, events=events, seed=seed)
+        name = stream.name  # a file's stream is named by the file, as the simulator's rows name it
+        skal = list(SKAL_PEERS)
         # River's sampler has no budget of its own: it only runs capped (by the same bucket).
         peer_names = ["river EntropySampler", *skal, *(p + CAPPED for p in skal)]
         if peers is not None:
@@ -414,7 +428,9 @@ def report(rows: list[Row]) -> tuple[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="3000 events per stream, budgets 5%% and 10%%, 3 seeds")
-    p.add_argument("--streams", help=f"comma-separated subset of {','.join(PANEL)}")
+    p.add_argument("--streams", help=f"comma-separated: names from {','.join(PANEL)} (the panel), or .csv / .jsonl files")
+    p.add_argument("--target", help="the label column of the --streams files (as stream-al simulate --target)")
+    p.add_argument("--positive-class", help="the files' positive class, for F1 and the imbalance checks (default: none)")
     p.add_argument("--budgets", help="comma-separated fractions")
     p.add_argument("--delays", help="comma-separated label delays in events")
     p.add_argument("--events", type=int, help="events per stream (default: whole bundled datasets, 20000 per generator)")
@@ -439,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         rows = [Row(**r) for path in args.load for r in json.loads(path.read_text())["rows"]]
     else:
+        load = functools.partial(load_stream, target=args.target, positive_class=args.positive_class)
         rows = run_panel(streams, budgets, delays, events, seeds, peers, lambda m: print(m, file=sys.stderr, flush=True), extra,
-                         with_ours=not args.no_ours)
+                         with_ours=not args.no_ours, load=load)
     text, checks = report(rows)
     print(text)
     print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s")

@@ -1,0 +1,67 @@
+"""The sampling benchmarks take a stream of the user's own (a CSV and its label column), not only the panel."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def benchmark_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return lambda name: importlib.import_module(name)
+
+
+@pytest.fixture
+def own_stream(tmp_path: Path) -> Path:
+    """600 events of two numeric features and a string column; ``fraud`` above a line."""
+    rng = random.Random(7)
+    path = tmp_path / "mine.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["amount", "score", "channel", "outcome"])
+        for _ in range(600):
+            amount, score = rng.random(), rng.random()
+            writer.writerow([f"{amount:.4f}", f"{score:.4f}", rng.choice(["web", "pos"]),
+                             "fraud" if amount + score > 1.2 else "legit"])
+    return path
+
+
+def test_peers_benchmark_runs_on_a_users_csv(benchmark_module, own_stream: Path, tmp_path: Path, capsys) -> None:
+    peers = benchmark_module("peers")
+    out = tmp_path / "peers.json"
+    code = peers.main(["--streams", str(own_stream), "--target", "outcome", "--positive-class", "fraud",
+                       "--budgets", "0.1", "--delays", "0", "--seeds", "1", "--peers", "river", "--out", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    # Every row names the stream alike, so stream-al's rows and the peers' share one table row.
+    assert {r["stream"] for r in rows} == {"mine.csv"}
+    assert {"stream-al", "stream-al random", "river EntropySampler"} <= {r["strategy"] for r in rows}
+    ours = next(r for r in rows if r["strategy"] == "stream-al")
+    assert 0.95 <= ours["achieved"] / 0.1 <= 1.0
+    assert ours["accuracy"] > 0.7  # a linear concept: well above the majority class after 60 labels
+    table = capsys.readouterr().out
+    assert "| mine.csv | 10% | 0 |" in table
+
+
+def test_peers_benchmark_asks_for_the_label_column_of_a_file(benchmark_module, own_stream: Path) -> None:
+    peers = benchmark_module("peers")
+    with pytest.raises(ValueError, match="--target"):
+        peers.main(["--streams", str(own_stream), "--budgets", "0.1", "--delays", "0", "--seeds", "1", "--no-peers"])
+
+
+def test_default_vs_random_runs_on_a_users_csv(benchmark_module, own_stream: Path, tmp_path: Path) -> None:
+    default_vs_random = benchmark_module("default_vs_random")
+    out = tmp_path / "dvr.json"
+    default_vs_random.main(["--streams", str(own_stream), "--target", "outcome", "--budgets", "0.1",
+                            "--delays", "0", "--seeds", "2", "--workers", "1", "--json", str(out)])
+    results = json.loads(out.read_text())
+    assert sorted((r["candidate"], r["seed"]) for r in results) == [("default", 0), ("default", 1), ("random", 0), ("random", 1)]
+    assert all(0.95 <= r["achieved"] / 0.1 <= 1.0 for r in results)
