@@ -27,8 +27,8 @@ PANEL = ("phishing", "bananas", "shuttle", "sea", "hyperplane", "agrawal", "imba
 
 
 def run(stream_name: str, candidate: str, sampler: dict[str, Any] | None, budget: float, delay: int, seed: int,
-        events: int | None, target: str | None = None, positive_class: str | None = None) -> dict[str, Any]:
-    stream = load_stream(stream_name, target=target, events=events, seed=seed, positive_class=positive_class)
+        events: int | None, target: str | None = None, positive_class: str | None = None, shuffle: bool = False) -> dict[str, Any]:
+    stream = load_stream(stream_name, target=target, events=events, seed=seed, positive_class=positive_class, shuffle=shuffle)
     settings = Settings(classes=list(stream.classes), positive_class=stream.positive_class, seed=seed,
                         budget={"fraction": budget, "clock": "event"})
     if sampler is None:
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--streams", nargs="+", default=list(PANEL), help="panel names, or .csv / .jsonl files")
     p.add_argument("--target", help="the label column of the --streams files")
     p.add_argument("--positive-class", help="the files' positive class (default: none)")
+    p.add_argument("--shuffle", action="store_true", help="each seed replays the bundled datasets and files in its own order")
     p.add_argument("--budgets", nargs="+", type=float, default=[0.01, 0.05, 0.1, 0.2])
     p.add_argument("--delays", nargs="+", type=int, default=[0, 500])
     p.add_argument("--seeds", type=int, default=2)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         with open(path) as f:
             results.extend(json.load(f))
     done = {(r["stream"], r["candidate"], r["budget"], r["delay"], r["seed"]) for r in results}
-    jobs = [(s, c, candidates[c], b, d, seed, args.events, args.target, args.positive_class)
+    jobs = [(s, c, candidates[c], b, d, seed, args.events, args.target, args.positive_class, args.shuffle)
             for s, c, b, d, seed in itertools.product(args.streams, candidates, args.budgets, args.delays, range(args.seeds))
             if (s, c, b, d, seed) not in done]
     with ProcessPoolExecutor(args.workers) as pool:

@@ -431,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--streams", help=f"comma-separated: names from {','.join(PANEL)} (the panel), or .csv / .jsonl files")
     p.add_argument("--target", help="the label column of the --streams files (as stream-al simulate --target)")
     p.add_argument("--positive-class", help="the files' positive class, for F1 and the imbalance checks (default: none)")
+    p.add_argument("--shuffle", action="store_true",
+                   help="each seed replays the bundled datasets and files in its own order (generated streams are drawn anew per seed anyway)")
     p.add_argument("--budgets", help="comma-separated fractions")
     p.add_argument("--delays", help="comma-separated label delays in events")
     p.add_argument("--events", type=int, help="events per stream (default: whole bundled datasets, 20000 per generator)")
@@ -455,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         rows = [Row(**r) for path in args.load for r in json.loads(path.read_text())["rows"]]
     else:
-        load = functools.partial(load_stream, target=args.target, positive_class=args.positive_class)
+        load = functools.partial(load_stream, target=args.target, positive_class=args.positive_class, shuffle=args.shuffle)
         rows = run_panel(streams, budgets, delays, events, seeds, peers, lambda m: print(m, file=sys.stderr, flush=True), extra,
                          with_ours=not args.no_ours, load=load)
     text, checks = report(rows)

@@ -127,7 +127,7 @@ GENERATED_EVENTS = 20_000
 def load_stream(
     source: str, target: str | None = None, events: int | None = None, seed: int = 0,
     classes: Iterable[Any] | None = None, positive_class: Any = None, time_column: str | None = None,
-    id_column: str | None = None, drift_points: Iterable[int] | None = None,
+    id_column: str | None = None, drift_points: Iterable[int] | None = None, shuffle: bool = False,
 ) -> Stream:
     """The stream named by ``source``: a name from :data:`NAMES`, or a ``.csv`` / ``.jsonl`` path.
 
@@ -135,13 +135,25 @@ def load_stream(
     names the label column of a file. ``classes`` declares the class set (otherwise: the labels seen).
     ``drift_points``: where the concept changes, for the drift report; ``sea`` and ``agrawal`` know
     theirs (half-way), other streams have none unless given.
+
+    ``shuffle`` replays a fixed-order source (a bundled dataset or a file) in an order drawn from
+    ``seed``, before ``events`` keeps the first N: without it every seed sees the same events in the
+    same order, and a strategy with no randomness of its own gives one result, however many seeds.
+    Generated streams are drawn anew for each seed and keep their order (their drift).
+
+    >>> first = load_stream("phishing", events=50, shuffle=True, seed=1).features[0]
+    >>> first == load_stream("phishing", events=50, shuffle=True, seed=1).features[0]
+    True
+    >>> first == load_stream("phishing", events=50, shuffle=True, seed=2).features[0]
+    False
     """
     key = source.lower().replace("-", "").replace("_", "")
     path = Path(source)
     if key in _BUNDLED:
         attr, positive = _BUNDLED[key]
         rows = _river_rows(_bundled(attr)(seed))
-        stream = _build(key, itertools.islice(rows, events), None, classes or _BINARY[positive], positive_class or positive)
+        stream = _build(key, _first(rows, events, seed if shuffle else None), None, classes or _BINARY[positive],
+                        positive_class or positive)
     elif key in _GENERATED:
         factory, positive = _GENERATED[key]
         n = events or GENERATED_EVENTS
@@ -154,9 +166,11 @@ def load_stream(
             raise ValueError(f"{source}: name the label column with --target")
         if not path.is_file():
             raise FileNotFoundError(f"{source} does not exist")
+        if shuffle and time_column:
+            raise ValueError(f"{source}: a stream with a time column keeps its order (do not shuffle it)")
         reader = _jsonl_rows if path.suffix.lower() in (".jsonl", ".ndjson") else _csv_rows
         rows, times = _split_target(reader(path), target, time_column, id_column, str(path))
-        stream = _build(path.name, itertools.islice(rows, events), times, classes, positive_class)
+        stream = _build(path.name, _first(rows, events, seed if shuffle else None), times, classes, positive_class)
     else:
         raise ValueError(
             f"unknown stream {source!r}: use one of {', '.join(NAMES)}, or a .csv / .jsonl file with --target"
@@ -168,6 +182,16 @@ def load_stream(
     elif key in _DRIFT_HALFWAY and path.suffix == "":
         stream.drift_points = [(events or GENERATED_EVENTS) // 2]
     return stream
+
+
+def _first(rows: Iterable[Any], events: int | None, shuffle_seed: int | None) -> Iterable[Any]:
+    """The first ``events`` rows (all if None), of the rows in a random order drawn from ``shuffle_seed``
+    unless it is None (the whole source is read first, so a short run samples all of it)."""
+    if shuffle_seed is None:
+        return itertools.islice(rows, events)
+    rows = list(rows)
+    random.Random(shuffle_seed).shuffle(rows)
+    return rows[:events]
 
 
 def _remote(key: str, events: int | None, classes: Iterable[Any] | None, positive_class: Any) -> Stream:

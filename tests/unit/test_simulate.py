@@ -170,6 +170,22 @@ def test_jsonl_stream(tmp_path: Path) -> None:
     assert stream.features == [{"id=a": 1.0, "amount": 5.0, "kind=card": 1.0}, {"amount": 7.5, "kind=wire": 1.0, "id=b": 1.0}]
 
 
+def test_shuffle_reorders_fixed_order_sources_per_seed_and_keeps_timed_files_in_order(tmp_path: Path) -> None:
+    whole = load_stream("phishing")
+    first = load_stream("phishing", events=200, shuffle=True, seed=3)
+    assert load_stream("phishing", events=200, shuffle=True, seed=3).labels == first.labels
+    assert first.features != whole.features[:200]  # drawn from the whole dataset, not its first 200
+    pairs = {tuple(sorted(x.items())) for x in whole.features}
+    assert all(tuple(sorted(x.items())) in pairs for x in first.features)
+    assert first.classes == whole.classes
+    generated = load_stream("sea", events=500, seed=4)
+    assert load_stream("sea", events=500, seed=4, shuffle=True).features == generated.features  # keeps its drift
+    path = tmp_path / "timed.csv"
+    path.write_text("ts,x,y\n1700000000,1,0\n1700000005,2,1\n")
+    with pytest.raises(ValueError, match="time column keeps its order"):
+        load_stream(str(path), target="y", time_column="ts", shuffle=True)
+
+
 def test_file_errors_are_clear(tmp_path: Path) -> None:
     path = tmp_path / "s.csv"
     path.write_text("x,y\n1,a\n2,b\n")
