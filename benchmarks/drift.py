@@ -4,7 +4,7 @@ Four parts (``--parts``), all at ``budget.fraction`` 5% with an event clock, for
 regression and the Hoeffding tree, label delays of 0 and 500 events, several seeds:
 
 - ``delay``: SEA and Agrawal with a concept drift half-way (the simulator's ``sea`` and
-  ``agrawal``): detection delay in events and labels of the first drift alert after the drift
+  ``agrawal``), or your own streams (``--drifting`` files with ``--drift-points``): detection delay in events and labels of the first drift alert after the drift
   point, per signal layer, and false alarms before it.
 - ``false``: false alarms (drift-level alerts, several signals at one event counting once) on
   stationary streams of ``--stationary-events`` events: SEA, Agrawal and Hyperplane without drift,
@@ -17,6 +17,7 @@ regression and the Hoeffding tree, label delays of 0 and 500 events, several see
     .venv/bin/python benchmarks/drift.py                      # default: a few minutes on 2 vCPUs
     .venv/bin/python benchmarks/drift.py --parts false --seeds 3 --stationary-events 100000
     .venv/bin/python benchmarks/drift.py --json drift.json
+    .venv/bin/python benchmarks/drift.py --parts delay boost --drifting mine.csv --target label --drift-points 5000,12000
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import itertools
 import json
 import statistics
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from stream_al.config import Settings
@@ -74,20 +77,37 @@ def window_accuracy(result: Any, start: int, length: int) -> float:
     return (curve[b] * b - curve[a] * a) / length
 
 
-def _delay_job(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
-    name, model, delay, seed, events = job
-    stream = load_stream(name, events=events, seed=seed)
+@dataclass(frozen=True)
+class Source:
+    """Where the drifting streams come from: panel names, or files with their label column and drift points."""
+
+    target: str | None = None
+    drift_points: tuple[int, ...] | None = None
+    positive_class: str | None = None
+
+    def load(self, name: str, events: int, seed: int) -> Stream:
+        stream = load_stream(name, target=self.target, events=events, seed=seed, positive_class=self.positive_class,
+                             drift_points=self.drift_points if self.drift_points and Path(name).suffix else None)
+        if not stream.drift_points:
+            raise ValueError(f"{name}: no known drift point; give a file's with --drift-points")
+        return stream
+
+
+def _delay_job(job: tuple[str, str, int, int, int, Source]) -> dict[str, Any]:
+    name, model, delay, seed, events, source = job
+    stream = source.load(name, events, seed)
     result = simulate(stream, settings_for(stream, model, seed), SimOptions(delay=LabelDelay("events", delay)))
-    point = stream.drift_points[0]
+    points = stream.drift_points
     drifts = [a for a in result.drift_alerts if a["level"] == "drift"]
     out: dict[str, Any] = {"part": "delay", "stream": name, "model": model, "delay": delay, "seed": seed,
-                           "false_before": len({a["index"] for a in drifts if a["index"] < point})}
-    report = result.drift_report()["detections"][0]
-    out["delay_events"] = report.get("delay_events")
-    out["delay_labels"] = report.get("delay_labels")
-    out["signal"] = report.get("signal")
-    free = [a for a in drifts if a["index"] >= point and a["signal"] != LABEL_SIGNAL and a["signal"] != "audit_error"]
-    out["label_free_delay"] = free[0]["index"] - point if free else None
+                           "false_before": len({a["index"] for a in drifts if a["index"] < points[0]}), "points": []}
+    for k, detection in enumerate(result.drift_report()["detections"]):
+        point = points[k]
+        end = points[k + 1] if k + 1 < len(points) else len(stream)
+        free = [a for a in drifts if point <= a["index"] < end and a["signal"] not in (LABEL_SIGNAL, "audit_error")]
+        out["points"].append({"point": point, "delay_events": detection.get("delay_events"),
+                              "delay_labels": detection.get("delay_labels"), "signal": detection.get("signal"),
+                              "label_free_delay": free[0]["index"] - point if free else None})
     return out
 
 
@@ -103,11 +123,12 @@ def _false_job(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
             "false_alarms": len({a["index"] for a in drifts}), "by_signal": by_signal}
 
 
-def _pair_job(job: tuple[str, str, str, int, int, int]) -> dict[str, Any]:
-    """``boost``: boosted vs no boost at matched labels; ``swap``: background model vs none."""
-    part, name, model, delay, seed, events = job
-    stream = load_stream(name, events=events, seed=seed)
-    options = SimOptions(delay=LabelDelay("events", delay), curve_points=events // 100)
+def _pair_job(job: tuple[str, str, str, int, int, int, Source]) -> dict[str, Any]:
+    """``boost``: boosted vs no boost at matched labels; ``swap``: background model vs none (after the first drift point)."""
+    part, name, model, delay, seed, events, source = job
+    stream = source.load(name, events, seed)
+    events = len(stream)
+    options = SimOptions(delay=LabelDelay("events", delay), curve_points=max(1, events // 100))
     point = stream.drift_points[0]
     if part == "boost":
         treated = simulate(stream, settings_for(stream, model, seed, boost_budget=True, boost=True), options)
@@ -120,7 +141,8 @@ def _pair_job(job: tuple[str, str, str, int, int, int]) -> dict[str, Any]:
     out: dict[str, Any] = {"part": part, "stream": name, "model": model, "delay": delay, "seed": seed,
                            "labels": [treated.labels_used, control.labels_used], "swaps": treated.model_swaps, "acted": acted}
     for w in WINDOWS:
-        out[f"acc{w}"] = [window_accuracy(treated, point, w), window_accuracy(control, point, w)]
+        if point + w <= events and point % 100 == 0:  # the curve has a point every 100 events
+            out[f"acc{w}"] = [window_accuracy(treated, point, w), window_accuracy(control, point, w)]
     return out
 
 
@@ -138,9 +160,13 @@ def report(results: list[dict[str, Any]]) -> str:
         for key, group in itertools.groupby(sorted(rows, key=lambda r: (r["stream"], r["model"], r["delay"], r["seed"])),
                                             key=lambda r: (r["stream"], r["model"], r["delay"])):
             g = list(group)
-            anyd = ", ".join("-" if r["delay_events"] is None else f"{r['delay_events']} ({r['delay_labels']}, {r['signal']})" for r in g)
-            free = ", ".join("-" if r["label_free_delay"] is None else str(r["label_free_delay"]) for r in g)
-            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {anyd} | {free} | {sum(r['false_before'] for r in g)} |")
+            for k, first in enumerate(g[0]["points"]):
+                at = [r["points"][k] for r in g]
+                anyd = ", ".join("-" if p["delay_events"] is None else f"{p['delay_events']} ({p['delay_labels']}, {p['signal']})" for p in at)
+                free = ", ".join("-" if p["label_free_delay"] is None else str(p["label_free_delay"]) for p in at)
+                stream = key[0] if len(g[0]["points"]) == 1 else f"{key[0]} @{first['point']}"
+                false_before = sum(r["false_before"] for r in g) if k == 0 else ""
+                lines.append(f"| {stream} | {key[1]} | {key[2]} | {anyd} | {free} | {false_before} |")
         lines.append("")
     rows = [r for r in results if r["part"] == "false"]
     if rows:
@@ -169,11 +195,12 @@ def report(results: list[dict[str, Any]]) -> str:
                                             key=lambda r: (r["stream"], r["model"], r["delay"])):
             g = list(group)
             labels = f"{statistics.mean(r['labels'][0] for r in g):.0f} / {statistics.mean(r['labels'][1] for r in g):.0f}"
-            cells = [f"{_mean([r[f'acc{w}'][0] for r in g])} / {_mean([r[f'acc{w}'][1] for r in g])}" for w in WINDOWS]
+            cells = [f"{_mean([r[f'acc{w}'][0] for r in g if f'acc{w}' in r])} / {_mean([r[f'acc{w}'][1] for r in g if f'acc{w}' in r])}"
+                     for w in WINDOWS]
             acted = [r for r in g if r["acted"]]
             cells.append(f"{len(acted)} of {len(g)}")
             for w in WINDOWS:
-                diffs = [r[f"acc{w}"][0] - r[f"acc{w}"][1] for r in acted]
+                diffs = [r[f"acc{w}"][0] - r[f"acc{w}"][1] for r in acted if f"acc{w}" in r]
                 cells.append(f"{statistics.mean(diffs):+.3f} ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else
                              (f"{diffs[0]:+.3f}" if diffs else "-"))
             lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {labels} | " + " | ".join(cells) + " |")
@@ -187,7 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--delays", nargs="+", type=int, default=[0, 500])
     p.add_argument("--models", nargs="+", default=list(MODELS))
-    p.add_argument("--drift-events", type=int, default=20_000, help="events of the drifting streams (drift half-way)")
+    p.add_argument("--drifting", nargs="+", default=["sea", "agrawal"],
+                   help="the drifting streams: sea, agrawal (drift half-way), or .csv / .jsonl files with --target and --drift-points")
+    p.add_argument("--target", help="the label column of the --drifting files")
+    p.add_argument("--drift-points", help="comma-separated event indices where the files' concept changes")
+    p.add_argument("--positive-class", help="the files' positive class (default: none)")
+    p.add_argument("--drift-events", type=int, default=20_000, help="events of the drifting streams (drift half-way; a file's first N)")
     p.add_argument("--stationary-events", type=int, default=100_000)
     p.add_argument("--stationary", nargs="+", default=["sea", "agrawal", "hyperplane", "imbalanced"])
     p.add_argument("--false-seeds", type=int, default=1, help="seeds of the stationary streams")
@@ -196,16 +228,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json")
     args = p.parse_args(argv)
     seeds = range(args.seeds)
+    points = tuple(int(p) for p in args.drift_points.split(",")) if args.drift_points else None
+    source = Source(args.target, points, args.positive_class)
+    for name in args.drifting:
+        source.load(name, args.drift_events, 0)  # a missing column or drift point fails here, not in a worker
     jobs: list[tuple[Any, tuple]] = []
     if "delay" in args.parts:
-        jobs += [(_delay_job, (s, m, d, seed, args.drift_events)) for s in ("sea", "agrawal") for m in args.models
+        jobs += [(_delay_job, (s, m, d, seed, args.drift_events, source)) for s in args.drifting for m in args.models
                  for d in args.delays for seed in seeds]
     if "false" in args.parts:
         jobs += [(_false_job, (s, m, d, seed, args.stationary_events)) for s in args.stationary for m in args.models
                  for d in args.delays for seed in range(args.false_seeds)]
     for part in ("boost", "swap"):
         if part in args.parts:
-            jobs += [(_pair_job, (part, s, "logistic_regression", d, seed, args.drift_events)) for s in ("sea", "agrawal")
+            jobs += [(_pair_job, (part, s, "logistic_regression", d, seed, args.drift_events, source)) for s in args.drifting
                      for d in args.delays for seed in range(args.pair_seeds)]
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(_call, jobs))

@@ -65,3 +65,24 @@ def test_default_vs_random_runs_on_a_users_csv(benchmark_module, own_stream: Pat
     results = json.loads(out.read_text())
     assert sorted((r["candidate"], r["seed"]) for r in results) == [("default", 0), ("default", 1), ("random", 0), ("random", 1)]
     assert all(0.95 <= r["achieved"] / 0.1 <= 1.0 for r in results)
+
+
+def test_drift_benchmark_runs_on_a_users_csv_with_its_drift_points(benchmark_module, own_stream: Path, tmp_path: Path, capsys) -> None:
+    drift = benchmark_module("drift")
+    out = tmp_path / "drift.json"
+    drift.main(["--parts", "delay", "boost", "--drifting", str(own_stream), "--target", "outcome", "--drift-points", "200,400",
+                "--models", "logistic_regression", "--delays", "0", "--seeds", "1", "--pair-seeds", "1", "--workers", "1",
+                "--json", str(out)])
+    results = json.loads(out.read_text())
+    delay = next(r for r in results if r["part"] == "delay")
+    assert [p["point"] for p in delay["points"]] == [200, 400]
+    boost = next(r for r in results if r["part"] == "boost")
+    assert "acc1000" not in boost  # 600 events: no 1,000-event window after the drift point, so no figure for it
+    table = capsys.readouterr().out
+    assert f"| {own_stream} @200 | logistic_regression | 0 |" in table and f"| {own_stream} @400 |" in table
+
+
+def test_drift_benchmark_asks_for_a_files_drift_points(benchmark_module, own_stream: Path) -> None:
+    drift = benchmark_module("drift")
+    with pytest.raises(ValueError, match="--drift-points"):
+        drift.main(["--parts", "delay", "--drifting", str(own_stream), "--target", "outcome", "--workers", "1"])
