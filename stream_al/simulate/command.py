@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--data", required=True, help=f"a stream name ({', '.join(NAMES)}) or a .csv / .jsonl file")
     data.add_argument("--target", help="the label column of a CSV / JSONL file (the other columns are the features)")
     data.add_argument("--events", type=int, help="use only the first N events (generators: default 20000)")
+    data.add_argument("--shuffle", action="store_true",
+                      help="replay a bundled dataset or a file in an order drawn from --seed (generators keep theirs)")
     data.add_argument("--classes", help="declare the class set, comma-separated (default: the labels in the data)")
     data.add_argument("--positive-class", help="the class analysts hunt for (F1, AP); default: true/1, or the rarer of two")
     data.add_argument("--time-column", help="event time from this column (epoch s/ms or ISO-8601) instead of one event per --seconds-per-event")
@@ -176,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         stream = load_stream(
             args.data, target=args.target, events=args.events, seed=args.seed or 0, classes=_declared_classes(args),
             positive_class=args.positive_class, time_column=args.time_column, drift_points=args.drift_points,
+            shuffle=args.shuffle,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(str(exc)) from None

@@ -240,6 +240,19 @@ def test_cli_csv_with_analysts(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert [r["kind"] for r in doc["runs"]] == ["run"] and doc["runs"][0]["events"] == 6
 
 
+def test_cli_shuffle_replays_a_bundled_dataset_in_the_seeds_order(tmp_path: Path) -> None:
+    def accuracy(*extra: str) -> float:
+        summary = tmp_path / "s.json"
+        assert main(["simulate", "--data", "phishing", "--events", "400", "--budget", "0.1", "--no-baselines",
+                     "--summary-json", str(summary), "--no-progress", *extra]) == 0
+        run = json.loads(summary.read_text())["runs"][0]
+        assert run["events"] == 400
+        return run["accuracy"]
+
+    assert accuracy("--shuffle", "--seed", "5") == accuracy("--shuffle", "--seed", "5")
+    assert accuracy("--shuffle", "--seed", "5") != accuracy("--seed", "5")  # other events: the first 400 of another order
+
+
 def test_cli_refuses_several_budgets_without_compare() -> None:
     with pytest.raises(SystemExit, match="--compare"):
         main(["simulate", "--data", "phishing", "--budget", "0.05,0.1"])
