@@ -293,9 +293,8 @@ def run_seed(streams: list[str], budgets: list[float], delays: list[int], events
     for source in streams:
         stream = load(source, events=events, seed=seed)
         name = stream.name  # a file's stream is named by the file, as the simulator's rows name it
-        skal = list(SKAL_PEERS)
         # River's sampler has no budget of its own: it only runs capped (by the same bucket).
-        peer_names = ["river EntropySampler", *skal, *(p + CAPPED for p in skal)]
+        peer_names = ["river EntropySampler", *SKAL_PEERS, *(p + CAPPED for p in SKAL_PEERS)]
         if peers is not None:
             peer_names = [p for p in peer_names if any(sel.lower() in p.lower() for sel in peers)]
         for budget in budgets:
