@@ -4,8 +4,9 @@ Four parts (``--parts``), all at ``budget.fraction`` 5% with an event clock, for
 regression and the Hoeffding tree, label delays of 0 and 500 events, several seeds:
 
 - ``delay``: SEA and Agrawal with a concept drift half-way (the simulator's ``sea`` and
-  ``agrawal``), or your own streams (``--drifting`` files with ``--drift-points``): detection delay in events and labels of the first drift alert after the drift
-  point, per signal layer, and false alarms before it.
+  ``agrawal``), or your own streams (``--drifting`` files with ``--drift-points``): detection
+  delay in events and labels of the first drift alert after each drift point, per signal layer,
+  and false alarms before the first.
 - ``false``: false alarms (drift-level alerts, several signals at one event counting once) on
   stationary streams of ``--stationary-events`` events: SEA, Agrawal and Hyperplane without drift,
   and the imbalanced stream (~2% positives).
@@ -70,10 +71,13 @@ def settings_for(stream: Stream, model: str, seed: int, fraction: float = 0.05, 
                     model={"name": model}, drift=drift)
 
 
-def window_accuracy(result: Any, start: int, length: int) -> float:
-    """Prequential accuracy over [start, start + length), from the cumulative curve (points every 100 events)."""
+def window_accuracy(result: Any, start: int, length: int) -> float | None:
+    """Prequential accuracy over [start, start + length), from the cumulative curve (points every
+    100 events); None when the curve has no point at either end (past the stream's end)."""
     curve = dict(zip(result.curve.events, result.curve.accuracy))
     a, b = start, start + length
+    if a not in curve or b not in curve:
+        return None
     return (curve[b] * b - curve[a] * a) / length
 
 
@@ -141,8 +145,9 @@ def _pair_job(job: tuple[str, str, str, int, int, int, Source]) -> dict[str, Any
     out: dict[str, Any] = {"part": part, "stream": name, "model": model, "delay": delay, "seed": seed,
                            "labels": [treated.labels_used, control.labels_used], "swaps": treated.model_swaps, "acted": acted}
     for w in WINDOWS:
-        if point + w <= events and point % 100 == 0:  # the curve has a point every 100 events
-            out[f"acc{w}"] = [window_accuracy(treated, point, w), window_accuracy(control, point, w)]
+        pair = [window_accuracy(treated, point, w), window_accuracy(control, point, w)]
+        if None not in pair:
+            out[f"acc{w}"] = pair
     return out
 
 
