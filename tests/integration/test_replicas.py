@@ -27,6 +27,9 @@ def test_two_replicas_share_events_apply_every_label_and_survive_a_leave(kafka_b
         a = EngineProcess(configs["a"], tmp_path / "a.json")
         wait_for(lambda: len(analyst.answered) >= 60, 60, "replica a alone made no requests")
         b = EngineProcess(configs["b"], tmp_path / "b.json")  # joins: the group rebalances
+        # The waves go to both: without this wait a could score them all before b's join completed
+        # (it did, in ~3 s, on a quiet machine), and the test would never see the two share.
+        wait_for(lambda: "assigned [(" in (tmp_path / "b.log").read_text(), 60, "b never got a partition while a ran")
         for wave in range(1, 5):
             truth.update(produce_events(settings, wave * 400, 400, seed=11))
             wait_for(lambda: len(analyst.answered) >= 60 + wave * 60, 90, f"wave {wave} not answered")
