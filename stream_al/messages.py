@@ -238,7 +238,7 @@ class EventParser:
         self._id_key = mapping.id_field if "." not in mapping.id_field else None
         self._ts_key = mapping.timestamp_field if mapping.timestamp_field and "." not in mapping.timestamp_field else None
         self._features_key = mapping.features_field if mapping.features_field and "." not in mapping.features_field else None
-        self._types = mapping.feature_types or None
+        self._types = mapping.feature_types
         self._floats_fit_types = "category" not in mapping.feature_types.values()  # then all-float features pass as they are
 
     def parse(self, raw: bytes, topic: str, partition: int, offset: int) -> Event:
@@ -268,14 +268,14 @@ class EventParser:
             raw_features = obj.get(self._features_key) if self._features_key is not None else _get_path(obj, mapping.features_field)
             if type(raw_features) is not dict:
                 raise InvalidInput("invalid_event", f"field {mapping.features_field!r} must be an object of features")
-            if raw_features and all(map(_is_float, raw_features.values())) and self._floats_fit_types:
+            if raw_features and self._floats_fit_types and all(map(_is_float, raw_features.values())):
                 features = raw_features  # the common case; orjson never decodes NaN or infinity
             else:
                 features = numeric_features(raw_features, mapping.features_field, self._types)
         elif mapping.feature_fields:
             features = numeric_features({path: _get_path(obj, path) for path in mapping.feature_fields}, "event", self._types)
         else:
-            excluded, types = self._excluded, self._types or {}
+            excluded, types = self._excluded, self._types
             features = numeric_features(
                 {k: v for k, v in obj.items() if k not in excluded and (type(v) in (int, float, bool) or k in types)},
                 "event", types,
