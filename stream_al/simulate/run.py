@@ -315,15 +315,20 @@ def with_overrides(settings: Settings, **sections: Any) -> Settings:
 
 
 def with_strategy(settings: Settings, strategy: str, **params: Any) -> Settings:
-    """``settings`` with the sampler's strategy set to ``strategy`` (any name the settings accept).
+    """``settings`` with the sampler's strategy set to ``strategy`` (any name the settings accept)
+    and ``params`` over the configured sampler parameters.
 
-    The configured sampler parameters are kept when the strategy is the configured one, dropped
-    otherwise (they may not apply to another strategy).
+    Every configured parameter is kept: a strategy ignores the ones it does not use, and the ones
+    it does (``--set sampler.fixed_threshold=0.05``, a config file's ``random_share``) are what
+    the user asked for, for every strategy compared.
+
+    >>> tuned = Settings(classes=["a", "b"], sampler={"fixed_threshold": 0.05, "random_share": 0.0})
+    >>> sampler = with_strategy(tuned, "fixed_uncertainty").sampler
+    >>> sampler.strategy, sampler.fixed_threshold, sampler.random_share
+    ('fixed_uncertainty', 0.05, 0.0)
     """
     data = settings.model_dump()
-    section = dict(data["sampler"]) if data["sampler"].get("strategy") == strategy else {}
-    section.update(params, strategy=strategy)
-    data["sampler"] = section
+    data["sampler"] = {**data["sampler"], **params, "strategy": strategy}
     return Settings.model_validate(data)
 
 

@@ -253,6 +253,18 @@ def test_cli_shuffle_replays_a_bundled_dataset_in_the_seeds_order(tmp_path: Path
     assert accuracy("--shuffle", "--seed", "5") != accuracy("--seed", "5")  # other events: the first 400 of another order
 
 
+def test_cli_set_reaches_every_compared_strategy(tmp_path: Path) -> None:
+    """``--set sampler.X`` is kept when ``--strategy`` names another strategy than the configured
+    one: it used to be dropped for any strategy but the default, silently."""
+    summary = tmp_path / "s.json"
+    assert main(["simulate", "--data", "sea", "--events", "300", "--budget", "0.05", "--compare",
+                 "--strategy", "fixed_uncertainty,quantile_filter", "--set", "sampler.fixed_threshold=0.05",
+                 "--set", "sampler.random_share=0", "--no-baselines", "--summary-json", str(summary), "--no-progress"]) == 0
+    runs = json.loads(summary.read_text())["settings"]["runs"]
+    assert {name: (run["sampler"]["fixed_threshold"], run["sampler"]["random_share"]) for name, run in runs.items()} == {
+        "fixed_uncertainty @0.05": (0.05, 0.0), "quantile_filter @0.05": (0.05, 0.0)}
+
+
 def test_cli_refuses_several_budgets_without_compare() -> None:
     with pytest.raises(SystemExit, match="--compare"):
         main(["simulate", "--data", "phishing", "--budget", "0.05,0.1"])
