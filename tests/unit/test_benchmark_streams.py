@@ -95,3 +95,25 @@ def test_drift_benchmark_asks_for_a_files_drift_points(benchmark_module, own_str
     drift = benchmark_module("drift")
     with pytest.raises(ValueError, match="--drift-points"):
         drift.main(["--parts", "delay", "--drifting", str(own_stream), "--target", "outcome", "--workers", "1"])
+
+
+def test_peers_report_judges_peers_within_their_budget_per_stream_and_as_one_strategy(benchmark_module) -> None:
+    peers = benchmark_module("peers")
+    Row = peers.Row
+
+    def rows(stream: str, ours: float, random: float, **peer: tuple[float, float, bool]) -> list:
+        out = [Row(stream, 0.1, 0, peers.OURS, ours, 0.1, 1.0, 1.0, True), Row(stream, 0.1, 0, peers.OURS_RANDOM, random, 0.1, 1.0, 1.0, True)]
+        return out + [Row(stream, 0.1, 0, f"skal {name}", acc, spent, 1.0, 1.0, window_ok) for name, (acc, spent, window_ok) in peer.items()]
+
+    # Burst beats stream-al everywhere but breaks the window bound on "b"; Steady is best per stream on "a" only.
+    table = (rows("a", 0.80, 0.70, Burst=(0.90, 0.1, True), Steady=(0.85, 0.1, True))
+             + rows("b", 0.80, 0.70, Burst=(0.90, 0.1, False), Steady=(0.75, 0.1, True))
+             + rows("c", 0.80, 0.70, Burst=(0.90, 0.1, True), Steady=(0.79, 0.1, True), Lavish=(0.99, 0.2, True)))
+    text, result = peers.report(table)
+    summary = result["summary"]
+    # Per stream: a's best within budget is Burst (.90), b's Steady (.75), c's Burst (Lavish spent 2x).
+    assert summary["streams_where_ours_at_least_best_peer_within_budget"] == {"0.1@0": 1}
+    assert summary["streams_where_ours_at_least_best_peer"] == {"0.1@0": 0}
+    # One strategy for all three: Burst is out (it burst on b), Lavish too (over budget on c): Steady.
+    assert summary["streams_where_ours_at_least_best_single_peer"] == {"0.1@0": ("skal Steady", 2)}
+    assert "skal Steady (the best mean over them among the peers within budget on every one): 2/3 streams" in text
